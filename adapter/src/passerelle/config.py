@@ -1,0 +1,87 @@
+"""The adapter's one source of configuration: environment variables and an optional `.env`."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # Where the adapter listens.
+    adapter_host: str = "127.0.0.1"
+    adapter_port: int = 8080
+    log_level: str = "INFO"
+
+    # Triton.
+    triton_grpc_url: str = "127.0.0.1:8001"
+    triton_http_url: str = "http://127.0.0.1:8000"
+    triton_metrics_url: str = "http://127.0.0.1:8002/metrics"
+    # The repositories Triton serves (comma-separated, as Triton takes several --model-repository).
+    model_repository: Annotated[list[Path], NoDecode] = Field(default_factory=lambda: [Path("model_repository")])
+    profile: Literal["cpu", "gpu"] = "cpu"
+
+    # The shared model cache: Hugging Face layout under `hub/`, locally built models beside it.
+    model_cache_dir: Path = Path.home() / ".cache" / "passerelle" / "models"
+
+    # Model lifecycle: load a known model on its first request, and which to load at start.
+    lazy_load_models: bool = True
+    preload_models: CommaList = Field(default_factory=list)
+    model_load_timeout_s: float = 600.0
+    unavailable_retry_after_s: int = 10
+
+    # HTTP surface.
+    cors_origins: CommaList = Field(default_factory=list)
+    openai_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    frontend_dist: Path | None = None
+    max_request_body_bytes: int = 32 * 1024 * 1024
+
+    # Images in chat messages.
+    max_image_pixels: int = 16 * 1024 * 1024
+    max_image_bytes: int = 20 * 1024 * 1024
+    allow_image_urls: bool = False
+    image_url_allowed_hosts: CommaList = Field(default_factory=list)
+    image_url_allowed_private_networks: CommaList = Field(default_factory=list)
+    image_url_timeout_s: float = 10.0
+    image_url_max_redirects: int = 3
+
+    @field_validator(
+        "preload_models",
+        "cors_origins",
+        "image_url_allowed_hosts",
+        "image_url_allowed_private_networks",
+        mode="before",
+    )
+    @classmethod
+    def _comma_lists(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @field_validator("openai_api_keys", "model_repository", mode="before")
+    @classmethod
+    def _keys(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @field_validator("image_url_allowed_private_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)
+        return value
+
+    @field_validator("image_url_allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        return [host.lower().rstrip(".") for host in value]

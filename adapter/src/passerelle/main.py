@@ -1,0 +1,73 @@
+"""The FastAPI application: `create_app(settings)` builds it; `python -m passerelle` serves it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import Response
+from fastapi.staticfiles import StaticFiles
+
+from passerelle.config import Settings
+from passerelle.errors import install_error_handlers
+from passerelle.middleware import BodyLimitMiddleware, RequestIdFilter, RequestIdMiddleware
+from passerelle.routers import chat, completions, health, models
+from passerelle.state import Services
+from passerelle.streaming import ClientGone
+
+log = logging.getLogger("passerelle")
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler()
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
+    root = logging.getLogger("passerelle")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    services = Services.build(settings)
+    app.state.services = services
+    if not services.api_keys.enabled:
+        log.warning("OPENAI_API_KEYS is empty: the OpenAI API is open to anyone who can reach %s:%s", settings.adapter_host, settings.adapter_port)
+    log.info("serving %s from %s (profile %s)", ", ".join(services.catalog.models) or "no models", ", ".join(map(str, settings.model_repository)), settings.profile)
+    await services.warm_up()
+    preload = asyncio.create_task(services.control.preload(settings.preload_models)) if settings.preload_models else None
+    try:
+        yield
+    finally:
+        if preload is not None:
+            preload.cancel()
+        await services.triton.close()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+    app = FastAPI(title="passerelle", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    install_error_handlers(app)
+
+    @app.exception_handler(ClientGone)
+    async def _client_gone(request: Request, exc: ClientGone) -> Response:
+        log.info("client disconnected; request cancelled")
+        return Response(status_code=499)
+
+    for router in (health.router, models.router, chat.router, completions.router):
+        app.include_router(router)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"], expose_headers=["X-Request-ID"])
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_body_bytes)
+    app.add_middleware(RequestIdMiddleware)
+    if settings.frontend_dist is not None and (settings.frontend_dist / "index.html").is_file():
+        app.mount("/", StaticFiles(directory=settings.frontend_dist, html=True), name="dashboard")
+    return app

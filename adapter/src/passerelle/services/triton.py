@@ -1,0 +1,154 @@
+"""The adapter's only door to Triton: tritonclient's asyncio gRPC client.
+
+Inference goes over gRPC `ModelStreamInfer`, because cancelling that stream reaches the
+model at once (Triton's HTTP front end notices a disconnect only when it next writes).
+Every failure leaves this module as a `TritonFailure` with a kind the routes can map.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+import tritonclient.grpc.aio as grpcclient
+from tritonclient.grpc import InferInput, InferRequestedOutput, InferResult
+from tritonclient.utils import InferenceServerException
+
+log = logging.getLogger("passerelle.triton")
+
+
+class FailureKind(enum.Enum):
+    SERVER_UNAVAILABLE = "server_unavailable"
+    MODEL_NOT_READY = "model_not_ready"
+    BAD_REQUEST = "bad_request"
+    CANCELLED = "cancelled"
+    INTERNAL = "internal"
+
+
+class TritonFailure(Exception):
+    def __init__(self, kind: FailureKind, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+_NOT_READY_MARKERS = ("unknown model", "has no available versions", "is not ready", "is not found", "unavailable model")
+
+
+def classify(message: str) -> FailureKind:
+    lowered = message.lower()
+    if any(marker in lowered for marker in _NOT_READY_MARKERS):
+        return FailureKind.MODEL_NOT_READY
+    if "cancelled" in lowered:
+        return FailureKind.CANCELLED
+    return FailureKind.INTERNAL
+
+
+def _from_rpc(error: grpc.aio.AioRpcError) -> TritonFailure:
+    code, details = error.code(), error.details() or str(error)
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return TritonFailure(FailureKind.SERVER_UNAVAILABLE, f"Triton is not reachable: {details}")
+    if code == grpc.StatusCode.CANCELLED:
+        return TritonFailure(FailureKind.CANCELLED, details)
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return TritonFailure(FailureKind.BAD_REQUEST, details)
+    return TritonFailure(classify(details), details)
+
+
+def _from_client(error: InferenceServerException) -> TritonFailure:
+    message = error.message() or str(error)
+    status = (error.status() or "").upper()
+    if "UNAVAILABLE" in status and "model" not in message.lower():
+        return TritonFailure(FailureKind.SERVER_UNAVAILABLE, f"Triton is not reachable: {message}")
+    if "INVALID_ARG" in status:
+        return TritonFailure(FailureKind.BAD_REQUEST, message)
+    return TritonFailure(classify(message), message)
+
+
+class TritonClient:
+    def __init__(self, grpc_url: str) -> None:
+        self.grpc_url = grpc_url
+        self._client = grpcclient.InferenceServerClient(url=grpc_url)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(*args, **kwargs)
+        except InferenceServerException as error:
+            raise _from_client(error) from error
+        except grpc.aio.AioRpcError as error:
+            raise _from_rpc(error) from error
+
+    async def server_ready(self) -> bool:
+        try:
+            return bool(await self._call(self._client.is_server_ready))
+        except TritonFailure:
+            return False
+
+    async def server_live(self) -> bool:
+        try:
+            return bool(await self._call(self._client.is_server_live))
+        except TritonFailure:
+            return False
+
+    async def model_ready(self, model: str) -> bool:
+        try:
+            return bool(await self._call(self._client.is_model_ready, model))
+        except TritonFailure as failure:
+            if failure.kind is FailureKind.SERVER_UNAVAILABLE:
+                raise
+            return False
+
+    async def repository_index(self) -> list[dict[str, str]]:
+        index = await self._call(self._client.get_model_repository_index, as_json=True)
+        return list(index.get("models", []))
+
+    async def load_model(self, model: str) -> None:
+        await self._call(self._client.load_model, model)
+
+    async def unload_model(self, model: str) -> None:
+        await self._call(self._client.unload_model, model)
+
+    async def stream(
+        self,
+        model: str,
+        inputs: list[InferInput],
+        outputs: list[InferRequestedOutput],
+        request_id: str,
+        is_last: Callable[[InferResult], bool],
+    ) -> AsyncIterator[InferResult]:
+        """Yield each response of one decoupled request until `is_last` says it was the final one.
+
+        Leaving the iteration early (client gone, error, task cancelled) cancels the gRPC
+        stream, which Triton turns into a cancelled request inside the model.
+        """
+
+        done = asyncio.Event()
+
+        async def requests() -> AsyncIterator[dict[str, Any]]:
+            yield {"model_name": model, "inputs": inputs, "outputs": outputs, "request_id": request_id}
+            await done.wait()  # keep the stream open until the last response has arrived
+
+        responses = self._client.stream_infer(requests())
+        finished = False
+        try:
+            async for result, error in responses:
+                if error is not None:
+                    raise _from_client(error)
+                finished = is_last(result)
+                yield result
+                if finished:
+                    return
+            raise TritonFailure(FailureKind.INTERNAL, "Triton closed the stream before the final response")
+        except grpc.aio.AioRpcError as error:
+            raise _from_rpc(error) from error
+        finally:
+            done.set()
+            if not finished:
+                responses.cancel()

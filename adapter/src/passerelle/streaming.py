@@ -1,0 +1,91 @@
+"""Running generations for HTTP clients: errors before the first token become HTTP errors,
+errors after it become an SSE error event, and a client that goes away cancels the work."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
+
+from fastapi import Request
+from fastapi.responses import StreamingResponse
+
+from passerelle.errors import APIError, InvalidRequest, Unavailable
+from passerelle.services.model_control import ModelControl
+from passerelle.services.triton import FailureKind, TritonFailure
+
+log = logging.getLogger("passerelle.streaming")
+T = TypeVar("T")
+
+_CONTEXT_ERRORS = re.compile(r"longer than the maximum model length|maximum context length|exceeds the max", re.I)
+
+
+class ClientGone(Exception):
+    """The HTTP client disconnected; the work was cancelled."""
+
+
+def api_error(failure: TritonFailure, model: str, control: ModelControl) -> APIError:
+    retry = control.settings.unavailable_retry_after_s
+    if failure.kind is FailureKind.SERVER_UNAVAILABLE:
+        return Unavailable(f"Triton Inference Server is unavailable: {failure.message}", retry_after_s=retry, code="triton_unavailable")
+    if failure.kind is FailureKind.MODEL_NOT_READY:
+        return Unavailable(f"Model '{model}' is not available. {control.how_to_load(model)}", retry_after_s=retry)
+    if failure.kind is FailureKind.BAD_REQUEST or _CONTEXT_ERRORS.search(failure.message):
+        code = "context_length_exceeded" if _CONTEXT_ERRORS.search(failure.message) else "invalid_value"
+        return InvalidRequest(f"The model refused the request: {failure.message}", code=code)
+    log.error("model %s failed: %s", model, failure.message)
+    return Unavailable(f"Model '{model}' failed while serving the request: {failure.message}", retry_after_s=retry, code="model_error")
+
+
+async def primed(items: AsyncIterator[T], model: str, control: ModelControl) -> AsyncIterator[T]:
+    """Wait for the first item, so that failures before it surface as HTTP errors."""
+    try:
+        first = await anext(items)
+    except StopAsyncIteration:
+        first = None
+    except TritonFailure as failure:
+        raise api_error(failure, model, control) from failure
+
+    async def chained() -> AsyncIterator[T]:
+        if first is not None:
+            yield first
+        async for item in items:
+            yield item
+
+    return chained()
+
+
+def sse_response(events: AsyncIterator[str], model: str, control: ModelControl) -> StreamingResponse:
+    async def body() -> AsyncIterator[str]:
+        try:
+            async for event in events:
+                yield f"data: {event}\n\n"
+        except TritonFailure as failure:
+            yield f"data: {json.dumps(api_error(failure, model, control).body())}\n\n"
+        except APIError as error:
+            yield f"data: {json.dumps(error.body())}\n\n"
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Await `work`, cancelling it if the client disconnects first (for non-streamed answers)."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        raise ClientGone
+    return task.result()

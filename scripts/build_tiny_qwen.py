@@ -1,0 +1,307 @@
+#!/usr/bin/env python3
+"""Build a tiny, random-weight Qwen3-VL-MoE model directory for offline tests.
+
+    python scripts/build_tiny_qwen.py --out DIR
+
+DIR receives a Hugging Face-layout checkpoint of the production architecture
+``Qwen3VLMoeForConditionalGeneration`` (model_type ``qwen3_vl_moe``, the class of
+Qwen/Qwen3-VL-30B-A3B-Instruct), small enough (a few MB) for vLLM's CPU build
+to load in seconds.  Nothing is downloaded: the tokenizer is trained here on
+the built-in ``CORPUS`` and the weights are drawn from a fixed seed, so two
+builds produce byte-identical files.
+
+Files written: tokenizer.json, tokenizer_config.json, chat_template.jinja,
+config.json, generation_config.json, model.safetensors,
+preprocessor_config.json, video_preprocessor_config.json.  Weights are float32:
+vLLM's dtype="auto" downcasts them to bfloat16, so pass dtype="float32" to get
+greedy outputs identical to transformers'.
+
+Special tokens follow the 2000 trained BPE tokens, in Qwen's order:
+<|endoftext|>=2000 (pad), <|im_start|>=2001, <|im_end|>=2002 (eos), ...,
+<|vision_start|>=2009, <|vision_end|>=2010, <|vision_pad|>=2011,
+<|image_pad|>=2012, <|video_pad|>=2013; config vocab_size is 2048.
+
+Image tokens.  The image processor first resizes an image of W x H pixels with
+Qwen's ``smart_resize`` (factor F = patch_size * merge_size = 16 * 2 = 32):
+W' and H' are W and H rounded to the nearest multiple of 32, then scaled
+(keeping multiples of 32) into [MIN_PIXELS, MAX_PIXELS] = [32*32, 512*512]
+if W' * H' falls outside it.  The prompt's single ``<|image_pad|>`` then
+expands to
+
+    num_image_tokens = (W' / 32) * (H' / 32)
+
+so an image whose sides are multiples of 32 and whose area is within the
+bounds is never resized: 96x64 -> 3 * 2 = 6 tokens, 128x128 -> 16 tokens.
+"""
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+from tokenizers import processors, trainers
+
+SEED = 1234
+TARGET_VOCAB_SIZE = 2000
+MODEL_MAX_LENGTH = 4096
+PATCH_SIZE, MERGE_SIZE, TEMPORAL_PATCH_SIZE = 16, 2, 2
+MIN_PIXELS, MAX_PIXELS = 32 * 32, 512 * 512
+
+# Qwen's special tokens, exact strings, appended after the BPE vocab in this order.
+SPECIAL_TOKENS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>",
+    "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>", "<|box_end|>",
+    "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>",
+    "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+]
+
+# Qwen2's pre-tokenizer split (identical to transformers' Qwen2Tokenizer).
+PRETOKENIZE_REGEX = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"""
+    r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
+
+# Our own ChatML template in the Qwen-VL style (not Qwen's). Each message becomes
+# "<|im_start|>{role}\n{content}<|im_end|>\n" with the role rendered as given.
+# Content is a string or a list of parts: "text" parts render their text, image
+# parts (type "image"/"image_url", or a dict with an "image"/"image_url" key)
+# render one vision placeholder, video parts likewise with <|video_pad|>.
+# Deliberately, no default system message is inserted when the first message
+# is not a system message.  add_generation_prompt appends the assistant header.
+CHAT_TEMPLATE = """\
+{%- for message in messages -%}
+<|im_start|>{{ message['role'] }}
+{% if message['content'] is string -%}
+{{ message['content'] }}
+{%- elif message['content'] is not none -%}
+{%- for part in message['content'] -%}
+{%- if part['type'] == 'text' -%}
+{{ part['text'] }}
+{%- elif part['type'] in ['image', 'image_url'] or 'image' in part or 'image_url' in part -%}
+<|vision_start|><|image_pad|><|vision_end|>
+{%- elif part['type'] in ['video', 'video_url'] or 'video' in part or 'video_url' in part -%}
+<|vision_start|><|video_pad|><|vision_end|>
+{%- endif -%}
+{%- endfor -%}
+{%- endif -%}
+<|im_end|>
+{% endfor -%}
+{%- if add_generation_prompt -%}
+<|im_start|>assistant
+{% endif -%}
+"""
+
+CORPUS = """\
+The old lighthouse stood at the edge of the harbour, its white paint peeling in
+long strips after a century of salt wind. Every evening the keeper climbed the
+spiral stairs, counted the one hundred and twelve steps, and lit the great lamp.
+Ships far out at sea watched for its slow green flash and turned toward home.
+
+Mathematics is often described as the language of patterns. A child who notices
+that two plus three equals three plus two has discovered commutativity, even if
+she cannot yet name it. Later she will learn about prime numbers, fractions,
+geometry, probability, and the strange beauty of infinite series.
+
+In the market square, merchants arranged baskets of apples, pears, cherries and
+plums. A baker sold warm bread with a crisp brown crust, while a cheesemaker
+offered small samples on wooden boards. Children ran between the stalls, chasing
+pigeons and laughing whenever the birds burst into the air.
+
+Modern computers execute billions of instructions per second. Each instruction
+is simple: load a value from memory, add two registers, compare a result, or jump
+to another address. Compilers translate programs written in readable languages
+into these instructions, and operating systems decide which program runs next.
+
+The river begins as a thin stream high in the mountains, fed by melting snow.
+It gathers water from hundreds of small creeks as it descends through forests
+of pine and birch, then widens into a slow, brown current that carries boats,
+logs, and sediment across the plains before finally reaching the ocean.
+
+A good recipe for vegetable soup needs onions, carrots, celery, garlic, tomatoes,
+beans, and a handful of fresh herbs. Chop everything, warm some olive oil in a
+heavy pot, soften the onions, add the rest with water or stock, and simmer gently
+for forty minutes. Season with salt and pepper, and serve it with bread.
+
+Astronomers measure distances to nearby stars using parallax: as the Earth moves
+around the Sun, a close star appears to shift against the background of distant
+galaxies. The smaller the shift, the farther away the star. Light from the most
+distant objects we can observe has travelled for more than thirteen billion years.
+
+The library opened at nine o'clock on weekdays and at ten on Saturdays. Visitors
+could borrow up to six books for three weeks, renew them twice, and reserve new
+titles online. Quiet reading rooms filled the upper floor, and a small cafe near
+the entrance sold coffee, tea, juice, and sandwiches until late afternoon.
+
+Questions? Answers! Numbers like 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 42, 100 and
+2024 appear in text, as do symbols such as #, $, %, &, *, +, -, =, /, @, (, ), [,
+], {, }, <, >, quotes "like this", apostrophes, and colons: all of them matter.
+Hello, world. How are you today? I'm fine, thank you, and you? We'll see. They've
+gone. It's done. The image shows a cat, a dog, a red car and a blue sky.
+"""
+
+
+def text_config(vocab_size, ids):
+    """Tiny language model. head_dim 32: vLLM's CPU attention rejects head_dim 16."""
+    return {
+        "vocab_size": vocab_size, "hidden_size": 64, "intermediate_size": 128,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32,
+        "num_experts": 4, "num_experts_per_tok": 2, "norm_topk_prob": True,
+        # 2 * 48 != 64 = hidden_size: a wrongly oriented expert tensor fails to load.
+        "moe_intermediate_size": 48, "decoder_sparse_step": 1, "mlp_only_layers": [],
+        "max_position_embeddings": MODEL_MAX_LENGTH, "rms_norm_eps": 1e-6, "hidden_act": "silu",
+        "tie_word_embeddings": False,
+        # mrope_section sums to head_dim / 2, as the production [24, 20, 20] does for 128.
+        "rope_parameters": {"rope_type": "default", "rope_theta": 5000000.0,
+                            "mrope_section": [6, 5, 5], "mrope_interleaved": True},
+        "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
+    }
+
+
+def vision_config(out_hidden_size):
+    """Tiny vision tower with the production patch geometry; deepstack feeds text layers 0, 1."""
+    return {
+        "depth": 2, "hidden_size": 64, "intermediate_size": 128, "num_heads": 2,
+        "hidden_act": "gelu_pytorch_tanh", "in_channels": 3, "patch_size": PATCH_SIZE,
+        "spatial_merge_size": MERGE_SIZE, "temporal_patch_size": TEMPORAL_PATCH_SIZE,
+        "out_hidden_size": out_hidden_size, "num_position_embeddings": 256,
+        "deepstack_visual_indexes": [0, 1],
+    }
+
+
+def write_json(path, obj):
+    """Stable JSON: sorted keys, fixed indentation, trailing newline."""
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def build_tokenizer(out):
+    """Train a Qwen2-style byte-level BPE on CORPUS, write it with its config and chat
+    template, and return ({special token: id}, tokenizer size)."""
+    tok = Tokenizer(models.BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=TARGET_VOCAB_SIZE,
+        min_frequency=1,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    # Lower/upper-cased copies give the small corpus enough distinct merges.
+    corpus = CORPUS + CORPUS.lower() + CORPUS.upper()
+    tok.train_from_iterator(corpus.splitlines(keepends=True), trainer=trainer)
+    tok.add_special_tokens(SPECIAL_TOKENS)
+    tok.save(str(out / "tokenizer.json"))
+
+    ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
+    (out / "chat_template.jinja").write_text(CHAT_TEMPLATE)
+    write_json(out / "tokenizer_config.json", {
+        "tokenizer_class": "Qwen2Tokenizer",
+        "add_prefix_space": False,
+        "bos_token": None,
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>",
+        "unk_token": None,
+        "errors": "replace",
+        "clean_up_tokenization_spaces": False,
+        "split_special_tokens": False,
+        "model_max_length": MODEL_MAX_LENGTH,
+        "additional_special_tokens": SPECIAL_TOKENS[1:],
+        "added_tokens_decoder": {
+            str(i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False,
+                     "single_word": False, "special": True}
+            for t, i in ids.items()
+        },
+    })
+    return ids, tok.get_vocab_size()
+
+
+def build_model_config(out, ids, tokenizer_size):
+    """Write config.json (vocab rounded up to a multiple of 64) and generation_config.json."""
+    from transformers import Qwen3VLMoeConfig
+
+    vocab_size = -(-tokenizer_size // 64) * 64
+    config = Qwen3VLMoeConfig(
+        text_config=text_config(vocab_size, ids),
+        vision_config=vision_config(out_hidden_size=64),
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False,
+        architectures=["Qwen3VLMoeForConditionalGeneration"],
+        dtype="float32",
+    )
+    config.save_pretrained(out)
+    write_json(out / "generation_config.json", {
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": [ids["<|im_end|>"], ids["<|endoftext|>"]],
+        "pad_token_id": ids["<|endoftext|>"],
+    })
+    return config
+
+
+def build_weights(out, config):
+    """Random-init the transformers model and save it in the original checkpoint layout."""
+    from transformers import Qwen3VLMoeForConditionalGeneration
+
+    torch.manual_seed(SEED)
+    model = Qwen3VLMoeForConditionalGeneration(config).eval()
+    tensors = {}
+    for name, tensor in model.state_dict().items():
+        # transformers keeps fused experts as gate_up [E, 2I, H] / down [E, H, I];
+        # checkpoints (and vLLM's loader) use gate_up [E, H, 2I] / down [E, I, H].
+        if name.endswith(("mlp.experts.gate_up_proj", "mlp.experts.down_proj")):
+            tensor = tensor.transpose(1, 2)
+        tensors[name] = tensor.detach().to(torch.float32).contiguous().clone()
+    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    (out / "model.safetensors").chmod(0o644)  # save_file creates it 0600
+
+
+def build_processor_configs(out):
+    """Qwen3-VL image/video processor settings (see the module docstring for token counts)."""
+    common = {
+        "patch_size": PATCH_SIZE, "merge_size": MERGE_SIZE,
+        "temporal_patch_size": TEMPORAL_PATCH_SIZE,
+        "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "do_convert_rgb": True,
+        "do_resize": True, "do_rescale": True, "do_normalize": True,
+        "processor_class": "Qwen3VLProcessor",
+    }
+    write_json(out / "preprocessor_config.json", {
+        **common,
+        "image_processor_type": "Qwen2VLImageProcessorFast",
+        "size": {"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS},
+    })
+    write_json(out / "video_preprocessor_config.json", {
+        **common,
+        "video_processor_type": "Qwen3VLVideoProcessor",
+        # Video bounds count pixels over all sampled frames (t * h * w); kept small
+        # so that vLLM's worst-case video profiling stays cheap.
+        "size": {"shortest_edge": MIN_PIXELS * TEMPORAL_PATCH_SIZE,
+                 "longest_edge": 256 * 256 * TEMPORAL_PATCH_SIZE},
+        "fps": 2, "min_frames": 4, "max_frames": 16, "do_sample_frames": True,
+    })
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, type=Path, help="output model directory")
+    args = parser.parse_args()
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args.out.mkdir(parents=True, exist_ok=True)
+    ids, tokenizer_size = build_tokenizer(args.out)
+    config = build_model_config(args.out, ids, tokenizer_size)
+    build_weights(args.out, config)
+    build_processor_configs(args.out)
+    print(f"wrote {args.out} (vocab {tokenizer_size}, image_pad id {ids['<|image_pad|>']})")
+
+
+if __name__ == "__main__":
+    main()

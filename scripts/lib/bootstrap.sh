@@ -1,0 +1,41 @@
+# Sourced by scripts/serve and scripts/test: system packages, uv, and the adapter's environment.
+# Everything heavy is cached under PASSERELLE_HOME (outside the clone), keyed by lock-file hashes.
+# Cold run: PASSERELLE_HOME=$(mktemp -d) UV_CACHE_DIR=$(mktemp -d) scripts/test
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+export PASSERELLE_HOME=${PASSERELLE_HOME:-$HOME/.cache/passerelle}
+UV_VERSION=0.13.9
+SYSTEM_PACKAGES=(python3.11 python3.11-venv libpython3.11 ca-certificates)
+
+missing=()
+for package in "${SYSTEM_PACKAGES[@]}" ${EXTRA_SYSTEM_PACKAGES:-}; do
+  dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+if ((${#missing[@]})); then
+  echo "installing system packages: ${missing[*]}"
+  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+tools="$PASSERELLE_HOME/tools/uv-$UV_VERSION"
+if [ ! -x "$tools/bin/uv" ]; then
+  rm -rf "$tools"
+  /usr/bin/python3.11 -m venv "$tools"
+  "$tools/bin/pip" install --quiet --disable-pip-version-check "uv==$UV_VERSION"
+fi
+export PATH="$tools/bin:$PATH"
+
+adapter_key=$(sha256sum "$REPO/adapter/requirements.lock" | cut -c1-16)
+ADAPTER_ENV="$PASSERELLE_HOME/envs/adapter-$adapter_key"
+if [ ! -f "$ADAPTER_ENV/.complete" ]; then
+  rm -rf "$ADAPTER_ENV"
+  uv venv --quiet --python /usr/bin/python3.11 "$ADAPTER_ENV"
+  uv pip sync --quiet --python "$ADAPTER_ENV/bin/python" "$REPO/adapter/requirements.lock"
+  touch "$ADAPTER_ENV/.complete"
+fi
+# The adapter runs from the clone's source; the cached environment holds only its dependencies.
+export PYTHONPATH="$REPO/adapter/src${PYTHONPATH:+:$PYTHONPATH}"
+ADAPTER_PY="$ADAPTER_ENV/bin/python"
+cd "$REPO"

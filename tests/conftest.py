@@ -1,0 +1,185 @@
+"""One real stack per test session: tritonserver (explicit model control) with the CPU profile's
+repository and the tiny Qwen3-VL-MoE on vLLM, plus the adapter, all on free loopback ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import tritonclient.grpc as grpcclient
+
+from passerelle_stack.launcher import Stack, StackConfig
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+API_KEYS = ("test-key-alpha", "test-key-beta")
+CORS_ORIGIN = "http://dashboard.example"
+SPARE_MODEL = "qwen_spare"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def png_bytes(width: int, height: int, color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@dataclass
+class ImageServer:
+    url: str
+    hits: list[str]
+
+
+class _ImageHandler(BaseHTTPRequestHandler):
+    hits: list[str] = []
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self.hits.append(self.path)
+        if self.path.startswith("/image.png"):
+            body = png_bytes(64, 64)
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif self.path.startswith("/redirect-local"):
+            self.send_response(302)
+            self.send_header("Location", "/image.png")
+            self.end_headers()
+        elif self.path.startswith("/redirect-away"):
+            self.send_response(302)
+            self.send_header("Location", "http://localhost.invalid/image.png")
+            self.end_headers()
+        elif self.path.startswith("/huge.png"):
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(50 * 1024 * 1024))
+            self.end_headers()
+        else:
+            self.send_response(404)
+            self.end_headers()
+
+
+@pytest.fixture(scope="session")
+def image_server() -> Iterator[ImageServer]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ImageHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield ImageServer(f"http://127.0.0.1:{server.server_address[1]}", _ImageHandler.hits)
+    server.shutdown()
+
+
+def _spare_repository(stack: Stack, root: Path) -> Path:
+    """A second repository (Triton takes several) holding a copy of qwen that starts unloaded."""
+    repository = root / "spare_repository"
+    shutil.rmtree(repository, ignore_errors=True)
+    shutil.copytree(stack.repository / "qwen", repository / SPARE_MODEL)
+    engine = repository / SPARE_MODEL / "1" / "model.json"
+    args = json.loads(engine.read_text())
+    args["served_model_name"] = "passerelle/tiny-qwen3-vl-moe-spare"
+    engine.write_text(json.dumps(args))
+    return repository
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, image_server: ImageServer) -> Iterator[Stack]:
+    run_dir = tmp_path_factory.mktemp("stack")
+    config = StackConfig(
+        run_dir=run_dir,
+        profile="cpu",
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+        adapter_port=free_port(),
+        adapter_env={
+            "OPENAI_API_KEYS": ",".join(API_KEYS),
+            "CORS_ORIGINS": CORS_ORIGIN,
+            "ALLOW_IMAGE_URLS": "true",
+            "IMAGE_URL_ALLOWED_HOSTS": "127.0.0.1,localhost.invalid",
+            "IMAGE_URL_ALLOWED_PRIVATE_NETWORKS": "127.0.0.1/32",
+            "MAX_REQUEST_BODY_BYTES": str(4 * 1024 * 1024),
+            "MAX_IMAGE_PIXELS": str(1024 * 1024),
+            "LAZY_LOAD_MODELS": "true",
+            "LOG_LEVEL": "INFO",
+        },
+    )
+    stack = Stack(config)
+    try:
+        stack.prepare()
+        config.extra_repositories.append(_spare_repository(stack, run_dir))
+        stack.start_triton()
+        with grpcclient.InferenceServerClient(stack.triton_grpc) as client:
+            started = time.monotonic()
+            client.load_model("qwen", client_timeout=600)
+            print(f"qwen loaded in {time.monotonic() - started:.1f} s")
+        stack.start_adapter()
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="session")
+def adapter_url(stack: Stack) -> str:
+    return stack.adapter_url
+
+
+@pytest.fixture(scope="session")
+def client(adapter_url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{adapter_url}/v1", api_key=API_KEYS[0], max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def async_client(adapter_url: str) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"{adapter_url}/v1", api_key=API_KEYS[1], max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def http(adapter_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=adapter_url, headers={"Authorization": f"Bearer {API_KEYS[0]}"}, timeout=120) as session:
+        yield session
+
+
+@pytest.fixture(scope="session")
+def triton(stack: Stack) -> Iterator[grpcclient.InferenceServerClient]:
+    with grpcclient.InferenceServerClient(stack.triton_grpc) as client:
+        yield client
+
+
+def triton_metrics(stack: Stack) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack.config.metrics_port}/metrics", timeout=10) as response:
+        return str(response.read().decode())
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of `name` whose labels include `labels` (0 when absent)."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        head, _, value = line.rpartition(" ")
+        if all(f'{key}="{expected}"' in head for key, expected in labels.items()):
+            total += float(value)
+    return total

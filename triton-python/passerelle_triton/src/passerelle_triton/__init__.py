@@ -1,0 +1,1 @@
+"""Code shared by passerelle's Triton models, installed into Triton's Python environment."""
