@@ -142,6 +142,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory, image_server: ImageServer) -
 
 
 @pytest.fixture(scope="session")
+def tiny_model_dir(stack: Stack) -> Path:
+    engine = json.loads((stack.repository / "qwen" / "1" / "model.json").read_text())
+    return Path(engine["model"])
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tiny_model_dir: Path):  # noqa: ANN201 - a transformers tokenizer
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(tiny_model_dir), local_files_only=True)
+
+
+@pytest.fixture(scope="session")
 def adapter_url(stack: Stack) -> str:
     return stack.adapter_url
 
@@ -183,3 +196,17 @@ def metric_value(text: str, name: str, **labels: str) -> float:
         if all(f'{key}="{expected}"' in head for key, expected in labels.items()):
             total += float(value)
     return total
+
+
+def generated_tokens_settle(stack: Stack, timeout: float = 30) -> float:
+    """The engine's generation-token counter once it stops moving and no request is running."""
+    deadline = time.monotonic() + timeout
+    previous = -1.0
+    while time.monotonic() < deadline:
+        text = triton_metrics(stack)
+        current = metric_value(text, "vllm:generation_tokens_total", model="qwen")
+        if current == previous and metric_value(text, "vllm:num_requests_running", model="qwen") == 0:
+            return current
+        previous = current
+        time.sleep(1.0)
+    raise AssertionError("the engine kept generating")

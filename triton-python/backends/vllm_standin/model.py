@@ -350,6 +350,7 @@ class TritonPythonModel:
                 cancelled = delivery.cancelled if parsed.stream else delivery.sender.is_cancelled()
                 if cancelled:
                     await self.engine.abort(request_id)
+                    pb_utils.Logger.log_info(f"[vllm stand-in] request {request_id} cancelled by its client; engine request aborted")
                     self.outbox.put((delivery, error_response("Request was cancelled", pb_utils.TritonError.CANCELLED), final))
                     return
                 if parsed.stream:

@@ -31,14 +31,18 @@ def _one_two_five(limit: int) -> list[float]:
         scale *= 10
 
 
-def _family(name, description, kind):
-    return pb_utils.MetricFamily(name=name, description=description, kind=kind)
-
-
 class _Metrics:
     def __init__(self, labels: dict[str, str], max_model_len: int):
         counter, gauge, histogram = pb_utils.MetricFamily.COUNTER, pb_utils.MetricFamily.GAUGE, pb_utils.MetricFamily.HISTOGRAM
         self.labels = labels
+        # A MetricFamily must outlive its Metrics, so every family is kept here.
+        self.families: list = []
+
+        def _family(name, description, kind):
+            family = pb_utils.MetricFamily(name=name, description=description, kind=kind)
+            self.families.append(family)
+            return family
+
         self.prompt_tokens = _family("vllm:prompt_tokens_total", "Number of prefill tokens processed.", counter).Metric(labels=labels)
         self.generation_tokens = _family("vllm:generation_tokens_total", "Number of generation tokens processed.", counter).Metric(labels=labels)
         self.success_family = _family("vllm:request_success_total", "Finished requests by finish reason.", counter)

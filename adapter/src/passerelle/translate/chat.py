@@ -138,23 +138,25 @@ class ChatTranscript:
         self.completion_tokens = 0
         self.top = request.top_logprobs or 0
 
-    def add(self, delta: Delta) -> list[ChatChunkChoice]:
+    def add(self, delta: Delta) -> tuple[list[ChatChunkChoice], list[ChatChunkChoice]]:
+        """Record a delta; return the choices of its content chunk and of its finish chunk."""
         if delta.prompt_tokens is not None:
             self.prompt_tokens = delta.prompt_tokens
         self.completion_tokens += sum(delta.output_tokens)
-        chunks = []
+        content: list[ChatChunkChoice] = []
+        finished: list[ChatChunkChoice] = []
         for index, text in enumerate(delta.texts):
             new_logprobs = _token_logprobs(delta.logprobs[index], self.top) if delta.logprobs else []
             self.texts[index] += text
             self.logprobs[index].extend(new_logprobs)
             if text or new_logprobs:
                 chunk_logprobs = ChoiceLogprobs(content=new_logprobs) if self.request.logprobs else None
-                chunks.append(ChatChunkChoice(index=index, delta=ChunkDelta(content=text), logprobs=chunk_logprobs))
+                content.append(ChatChunkChoice(index=index, delta=ChunkDelta(content=text), logprobs=chunk_logprobs))
             reason = delta.finish_reasons[index]
             if reason is not None:
                 self.reasons[index] = reason
-                chunks.append(ChatChunkChoice(index=index, delta=ChunkDelta(), finish_reason=reason))
-        return chunks
+                finished.append(ChatChunkChoice(index=index, delta=ChunkDelta(), finish_reason=reason))
+        return content, finished
 
     def usage(self) -> Usage:
         return Usage(prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens, total_tokens=self.prompt_tokens + self.completion_tokens)
@@ -178,8 +180,8 @@ class ChatTranscript:
     async def sse(self, deltas: AsyncIterator[Delta]) -> AsyncIterator[str]:
         yield self.chunk([ChatChunkChoice(index=i, delta=ChunkDelta(role="assistant", content="")) for i in range(self.request.n)])
         async for delta in deltas:
-            choices = self.add(delta)
-            if choices:
-                yield self.chunk(choices)
+            for choices in self.add(delta):
+                if choices:
+                    yield self.chunk(choices)
         if self.request.stream_options is not None and self.request.stream_options.include_usage:
             yield self.chunk([], usage=self.usage())
