@@ -41,8 +41,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
-from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
-from tokenizers import processors, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 SEED = 1234
 TARGET_VOCAB_SIZE = 2000
@@ -52,10 +51,20 @@ MIN_PIXELS, MAX_PIXELS = 32 * 32, 512 * 512
 
 # Qwen's special tokens, exact strings, appended after the BPE vocab in this order.
 SPECIAL_TOKENS = [
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>",
-    "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>", "<|box_end|>",
-    "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>",
-    "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
 ]
 
 # Qwen2's pre-tokenizer split (identical to transformers' Qwen2Tokenizer).
@@ -146,27 +155,45 @@ gone. It's done. The image shows a cat, a dog, a red car and a blue sky.
 def text_config(vocab_size, ids):
     """Tiny language model. head_dim 32: vLLM's CPU attention rejects head_dim 16."""
     return {
-        "vocab_size": vocab_size, "hidden_size": 64, "intermediate_size": 128,
-        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32,
-        "num_experts": 4, "num_experts_per_tok": 2, "norm_topk_prob": True,
+        "vocab_size": vocab_size,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 32,
+        "num_experts": 4,
+        "num_experts_per_tok": 2,
+        "norm_topk_prob": True,
         # 2 * 48 != 64 = hidden_size: a wrongly oriented expert tensor fails to load.
-        "moe_intermediate_size": 48, "decoder_sparse_step": 1, "mlp_only_layers": [],
-        "max_position_embeddings": MODEL_MAX_LENGTH, "rms_norm_eps": 1e-6, "hidden_act": "silu",
+        "moe_intermediate_size": 48,
+        "decoder_sparse_step": 1,
+        "mlp_only_layers": [],
+        "max_position_embeddings": MODEL_MAX_LENGTH,
+        "rms_norm_eps": 1e-6,
+        "hidden_act": "silu",
         "tie_word_embeddings": False,
         # mrope_section sums to head_dim / 2, as the production [24, 20, 20] does for 128.
-        "rope_parameters": {"rope_type": "default", "rope_theta": 5000000.0,
-                            "mrope_section": [6, 5, 5], "mrope_interleaved": True},
-        "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
+        "rope_parameters": {"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [6, 5, 5], "mrope_interleaved": True},
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
     }
 
 
 def vision_config(out_hidden_size):
     """Tiny vision tower with the production patch geometry; deepstack feeds text layers 0, 1."""
     return {
-        "depth": 2, "hidden_size": 64, "intermediate_size": 128, "num_heads": 2,
-        "hidden_act": "gelu_pytorch_tanh", "in_channels": 3, "patch_size": PATCH_SIZE,
-        "spatial_merge_size": MERGE_SIZE, "temporal_patch_size": TEMPORAL_PATCH_SIZE,
-        "out_hidden_size": out_hidden_size, "num_position_embeddings": 256,
+        "depth": 2,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_heads": 2,
+        "hidden_act": "gelu_pytorch_tanh",
+        "in_channels": 3,
+        "patch_size": PATCH_SIZE,
+        "spatial_merge_size": MERGE_SIZE,
+        "temporal_patch_size": TEMPORAL_PATCH_SIZE,
+        "out_hidden_size": out_hidden_size,
+        "num_position_embeddings": 256,
         "deepstack_visual_indexes": [0, 1],
     }
 
@@ -181,10 +208,12 @@ def build_tokenizer(out):
     template, and return ({special token: id}, tokenizer size)."""
     tok = Tokenizer(models.BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
     tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(
@@ -201,24 +230,26 @@ def build_tokenizer(out):
 
     ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
     (out / "chat_template.jinja").write_text(CHAT_TEMPLATE)
-    write_json(out / "tokenizer_config.json", {
-        "tokenizer_class": "Qwen2Tokenizer",
-        "add_prefix_space": False,
-        "bos_token": None,
-        "eos_token": "<|im_end|>",
-        "pad_token": "<|endoftext|>",
-        "unk_token": None,
-        "errors": "replace",
-        "clean_up_tokenization_spaces": False,
-        "split_special_tokens": False,
-        "model_max_length": MODEL_MAX_LENGTH,
-        "additional_special_tokens": SPECIAL_TOKENS[1:],
-        "added_tokens_decoder": {
-            str(i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False,
-                     "single_word": False, "special": True}
-            for t, i in ids.items()
+    write_json(
+        out / "tokenizer_config.json",
+        {
+            "tokenizer_class": "Qwen2Tokenizer",
+            "add_prefix_space": False,
+            "bos_token": None,
+            "eos_token": "<|im_end|>",
+            "pad_token": "<|endoftext|>",
+            "unk_token": None,
+            "errors": "replace",
+            "clean_up_tokenization_spaces": False,
+            "split_special_tokens": False,
+            "model_max_length": MODEL_MAX_LENGTH,
+            "additional_special_tokens": SPECIAL_TOKENS[1:],
+            "added_tokens_decoder": {
+                str(i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False, "special": True}
+                for t, i in ids.items()
+            },
         },
-    })
+    )
     return ids, tok.get_vocab_size()
 
 
@@ -239,11 +270,14 @@ def build_model_config(out, ids, tokenizer_size):
         dtype="float32",
     )
     config.save_pretrained(out)
-    write_json(out / "generation_config.json", {
-        "bos_token_id": ids["<|endoftext|>"],
-        "eos_token_id": [ids["<|im_end|>"], ids["<|endoftext|>"]],
-        "pad_token_id": ids["<|endoftext|>"],
-    })
+    write_json(
+        out / "generation_config.json",
+        {
+            "bos_token_id": ids["<|endoftext|>"],
+            "eos_token_id": [ids["<|im_end|>"], ids["<|endoftext|>"]],
+            "pad_token_id": ids["<|endoftext|>"],
+        },
+    )
     return config
 
 
@@ -267,26 +301,39 @@ def build_weights(out, config):
 def build_processor_configs(out):
     """Qwen3-VL image/video processor settings (see the module docstring for token counts)."""
     common = {
-        "patch_size": PATCH_SIZE, "merge_size": MERGE_SIZE,
+        "patch_size": PATCH_SIZE,
+        "merge_size": MERGE_SIZE,
         "temporal_patch_size": TEMPORAL_PATCH_SIZE,
-        "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "do_convert_rgb": True,
-        "do_resize": True, "do_rescale": True, "do_normalize": True,
+        "image_mean": [0.5, 0.5, 0.5],
+        "image_std": [0.5, 0.5, 0.5],
+        "do_convert_rgb": True,
+        "do_resize": True,
+        "do_rescale": True,
+        "do_normalize": True,
         "processor_class": "Qwen3VLProcessor",
     }
-    write_json(out / "preprocessor_config.json", {
-        **common,
-        "image_processor_type": "Qwen2VLImageProcessorFast",
-        "size": {"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS},
-    })
-    write_json(out / "video_preprocessor_config.json", {
-        **common,
-        "video_processor_type": "Qwen3VLVideoProcessor",
-        # Video bounds count pixels over all sampled frames (t * h * w); kept small
-        # so that vLLM's worst-case video profiling stays cheap.
-        "size": {"shortest_edge": MIN_PIXELS * TEMPORAL_PATCH_SIZE,
-                 "longest_edge": 256 * 256 * TEMPORAL_PATCH_SIZE},
-        "fps": 2, "min_frames": 4, "max_frames": 16, "do_sample_frames": True,
-    })
+    write_json(
+        out / "preprocessor_config.json",
+        {
+            **common,
+            "image_processor_type": "Qwen2VLImageProcessorFast",
+            "size": {"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS},
+        },
+    )
+    write_json(
+        out / "video_preprocessor_config.json",
+        {
+            **common,
+            "video_processor_type": "Qwen3VLVideoProcessor",
+            # Video bounds count pixels over all sampled frames (t * h * w); kept small
+            # so that vLLM's worst-case video profiling stays cheap.
+            "size": {"shortest_edge": MIN_PIXELS * TEMPORAL_PATCH_SIZE, "longest_edge": 256 * 256 * TEMPORAL_PATCH_SIZE},
+            "fps": 2,
+            "min_frames": 4,
+            "max_frames": 16,
+            "do_sample_frames": True,
+        },
+    )
 
 
 def main():

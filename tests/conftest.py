@@ -56,7 +56,7 @@ class _ImageHandler(BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         self.hits.append(self.path)
         if self.path.startswith("/image.png"):
             body = png_bytes(64, 64)
@@ -148,7 +148,7 @@ def tiny_model_dir(stack: Stack) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tokenizer(tiny_model_dir: Path):  # noqa: ANN201 - a transformers tokenizer
+def tokenizer(tiny_model_dir: Path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(tiny_model_dir), local_files_only=True)

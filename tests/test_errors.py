@@ -55,22 +55,64 @@ CHAT_CASES: list[tuple[str, dict[str, Any], int, str, str | None]] = [
     ("tools", chat(tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}]), 400, "unsupported_parameter", "tools"),
     ("tool-choice", chat(tool_choice="required"), 400, "unsupported_parameter", "tool_choice"),
     ("json-mode", chat(response_format={"type": "json_object"}), 400, "unsupported_parameter", "response_format"),
-    ("json-schema", chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}), 400, "unsupported_parameter", "response_format"),
+    (
+        "json-schema",
+        chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}),
+        400,
+        "unsupported_parameter",
+        "response_format",
+    ),
     ("logit-bias", chat(logit_bias={"50256": -100}), 400, "unsupported_parameter", "logit_bias"),
     ("audio-output", chat(modalities=["text", "audio"]), 400, "unsupported_parameter", "modalities"),
-    ("tool-message", chat(messages=[*HELLO, {"role": "tool", "content": "42", "tool_call_id": "x"}]), 400, "unsupported_parameter", "messages[1].role"),
-    ("audio-part", chat(messages=[{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}]}]), 400, "unsupported_content", "messages[0].content[0]"),
+    (
+        "tool-message",
+        chat(messages=[*HELLO, {"role": "tool", "content": "42", "tool_call_id": "x"}]),
+        400,
+        "unsupported_parameter",
+        "messages[1].role",
+    ),
+    (
+        "audio-part",
+        chat(messages=[{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}]}]),
+        400,
+        "unsupported_content",
+        "messages[0].content[0]",
+    ),
     ("unknown-part", chat(messages=[{"role": "user", "content": [{"type": "hologram"}]}]), 400, "invalid_value", None),
     ("stream-options-without-stream", chat(stream_options={"include_usage": True}), 400, "invalid_value", "stream_options"),
     ("context-exceeded", chat(max_tokens=5000), 400, "context_length_exceeded", "max_tokens"),
-    ("image-not-base64", chat(messages=image_message("data:image/png;base64,@@@")), 400, "invalid_image", "messages[0].content[1].image_url.url"),
-    ("image-not-an-image", chat(messages=image_message("data:image/png;base64," + base64.b64encode(b"plain text").decode())), 400, "invalid_image", None),
+    (
+        "image-not-base64",
+        chat(messages=image_message("data:image/png;base64,@@@")),
+        400,
+        "invalid_image",
+        "messages[0].content[1].image_url.url",
+    ),
+    (
+        "image-not-an-image",
+        chat(messages=image_message("data:image/png;base64," + base64.b64encode(b"plain text").decode())),
+        400,
+        "invalid_image",
+        None,
+    ),
     ("image-too-many-pixels", chat(messages=image_message(b64_png(2048, 1024))), 400, "image_too_large", None),
     ("image-header-bomb", chat(messages=image_message(gif_bomb_header())), 400, "image_too_large", None),
     ("image-ftp-url", chat(messages=image_message("ftp://example.com/a.png")), 400, "invalid_image_url", None),
     ("image-host-not-allowlisted", chat(messages=image_message("http://198.51.100.7/a.png")), 400, "image_url_forbidden", None),
-    ("too-many-images", chat(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": b64_png(32, 32)}}] * 5}]), 400, "too_many_images", None),
-    ("image-in-system", chat(messages=[{"role": "system", "content": [{"type": "image_url", "image_url": {"url": b64_png(32, 32)}}]}, *HELLO]), 400, "invalid_value", None),
+    (
+        "too-many-images",
+        chat(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": b64_png(32, 32)}}] * 5}]),
+        400,
+        "too_many_images",
+        None,
+    ),
+    (
+        "image-in-system",
+        chat(messages=[{"role": "system", "content": [{"type": "image_url", "image_url": {"url": b64_png(32, 32)}}]}, *HELLO]),
+        400,
+        "invalid_value",
+        None,
+    ),
     ("unknown-model", chat(model="no-such-model"), 404, "model_not_found", "model"),
 ]
 
@@ -118,7 +160,7 @@ def test_body_too_large(http: httpx.Client) -> None:
 
 
 def test_body_too_large_without_content_length(http: httpx.Client) -> None:
-    def chunks():  # noqa: ANN202 - a generator body makes httpx send chunked encoding
+    def chunks():
         yield b'{"model": "qwen", "messages": [{"role": "user", "content": "'
         for _ in range(5):
             yield b"y" * (1024 * 1024)

@@ -14,6 +14,8 @@ from passerelle_stack.launcher import Stack
 
 HELLO = [{"role": "user", "content": "Hello"}]
 AUTH = {"Authorization": f"Bearer {API_KEYS[0]}"}
+# Without cancellation all of these tokens are generated (ignore_eos); several seconds' work at this machine's rate.
+LONG_ANSWER = 4000
 
 
 def _unload(triton: grpcclient.InferenceServerClient, model: str) -> None:
@@ -72,7 +74,7 @@ def test_known_model_not_loaded_gives_503_with_how_to_load(strict_adapter: str, 
         assert client.get("/v1/models").status_code == 200  # no keys configured: the API is open
 
 
-def test_private_addresses_need_an_allowlisted_network(strict_adapter: str, image_server) -> None:  # noqa: ANN001
+def test_private_addresses_need_an_allowlisted_network(strict_adapter: str, image_server) -> None:
     body = {
         "model": "qwen",
         "max_tokens": 1,
@@ -102,7 +104,7 @@ def test_triton_down_gives_503(stack: Stack) -> None:
 
 def test_client_disconnect_mid_stream_cancels_generation(http: httpx.Client, stack: Stack) -> None:
     before = generated_tokens_settle(stack)
-    body = {"model": "qwen", "messages": HELLO, "max_tokens": 3000, "stream": True, "ignore_eos": True}
+    body = {"model": "qwen", "messages": HELLO, "max_tokens": LONG_ANSWER, "stream": True, "ignore_eos": True}
     with http.stream("POST", "/v1/chat/completions", json=body) as response:
         assert response.status_code == 200
         events = 0
@@ -111,13 +113,13 @@ def test_client_disconnect_mid_stream_cancels_generation(http: httpx.Client, sta
             if events >= 4:
                 break
     after = generated_tokens_settle(stack)
-    assert 3 <= after - before < 1000, after - before  # 3000 requested; it stopped soon after the disconnect
+    assert 3 <= after - before < LONG_ANSWER * 0.75, after - before  # it stopped soon after the disconnect
 
 
 def test_client_disconnect_cancels_non_streamed_request(adapter_url: str, stack: Stack) -> None:
     before = generated_tokens_settle(stack)
-    body = {"model": "qwen", "messages": HELLO, "max_tokens": 3000, "ignore_eos": True}
-    with httpx.Client(base_url=adapter_url, headers=AUTH, timeout=1.5) as impatient, pytest.raises(httpx.ReadTimeout):
+    body = {"model": "qwen", "messages": HELLO, "max_tokens": LONG_ANSWER, "ignore_eos": True}
+    with httpx.Client(base_url=adapter_url, headers=AUTH, timeout=0.5) as impatient, pytest.raises(httpx.ReadTimeout):
         impatient.post("/v1/chat/completions", json=body)
     after = generated_tokens_settle(stack)
-    assert 1 <= after - before < 1500, after - before
+    assert 1 <= after - before < LONG_ANSWER * 0.75, after - before

@@ -31,7 +31,7 @@ def ascii_window(text: str, size: int = 3) -> str:
     raise AssertionError(f"no ASCII window in {text!r}")
 
 
-def test_chat_completion_shape_and_usage(client: openai.OpenAI, tokenizer) -> None:  # noqa: ANN001
+def test_chat_completion_shape_and_usage(client: openai.OpenAI, tokenizer) -> None:
     response = client.chat.completions.create(model="qwen", messages=HELLO, max_tokens=8, extra_body=LONG)
     assert response.id.startswith("chatcmpl-")
     assert response.object == "chat.completion"
@@ -101,7 +101,7 @@ def test_max_completion_tokens_and_length(client: openai.OpenAI) -> None:
     assert response.usage is not None and response.usage.completion_tokens == 5
 
 
-def test_default_max_tokens_is_what_the_context_allows(client: openai.OpenAI, tokenizer) -> None:  # noqa: ANN001
+def test_default_max_tokens_is_what_the_context_allows(client: openai.OpenAI, tokenizer) -> None:
     """Without max_tokens the answer runs to the context limit (4096 here), not vLLM's silent 16."""
     filler = " ".join(["story"] * 1990)
     messages = [{"role": "user", "content": filler}]
@@ -163,9 +163,7 @@ async def test_async_client_streams_and_answers(async_client: openai.AsyncOpenAI
 
 
 def test_harmless_fields_are_accepted(client: openai.OpenAI) -> None:
-    system = client.chat.completions.create(
-        model="qwen", messages=[{"role": "system", "content": "Be brief."}, *HELLO], max_tokens=1
-    )
+    system = client.chat.completions.create(model="qwen", messages=[{"role": "system", "content": "Be brief."}, *HELLO], max_tokens=1)
     developer = client.chat.completions.create(
         model="qwen",
         messages=[{"role": "developer", "content": "Be brief."}, {"role": "user", "content": "Hello there", "name": "ana"}],

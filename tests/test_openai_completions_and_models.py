@@ -9,7 +9,7 @@ ROOT = "passerelle/tiny-qwen3-vl-moe"
 LONG = {"ignore_eos": True}
 
 
-def test_completion(client: openai.OpenAI, tokenizer) -> None:  # noqa: ANN001
+def test_completion(client: openai.OpenAI, tokenizer) -> None:
     response = client.completions.create(model="qwen", prompt="Once upon a time", max_tokens=7, extra_body=LONG)
     assert response.id.startswith("cmpl-") and response.object == "text_completion" and response.model == ROOT
     (choice,) = response.choices

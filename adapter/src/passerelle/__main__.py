@@ -8,7 +8,9 @@ from passerelle.main import create_app
 
 def main() -> None:
     settings = Settings()
-    uvicorn.run(create_app(settings), host=settings.adapter_host, port=settings.adapter_port, log_level=settings.log_level.lower(), access_log=False)
+    uvicorn.run(
+        create_app(settings), host=settings.adapter_host, port=settings.adapter_port, log_level=settings.log_level.lower(), access_log=False
+    )
 
 
 if __name__ == "__main__":

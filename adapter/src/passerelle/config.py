@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     triton_metrics_url: str = "http://127.0.0.1:8002/metrics"
     # The repositories Triton serves (comma-separated, as Triton takes several --model-repository).
     model_repository: Annotated[list[Path], NoDecode] = Field(default_factory=lambda: [Path("model_repository")])
-    profile: Literal["cpu", "gpu"] = "cpu"
+    profile: Literal["auto", "cpu", "gpu"] = "auto"
 
     # The shared model cache: Hugging Face layout under `hub/`, locally built models beside it.
     model_cache_dir: Path = Path.home() / ".cache" / "passerelle" / "models"

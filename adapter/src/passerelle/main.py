@@ -38,8 +38,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     services = Services.build(settings)
     app.state.services = services
     if not services.api_keys.enabled:
-        log.warning("OPENAI_API_KEYS is empty: the OpenAI API is open to anyone who can reach %s:%s", settings.adapter_host, settings.adapter_port)
-    log.info("serving %s from %s (profile %s)", ", ".join(services.catalog.models) or "no models", ", ".join(map(str, settings.model_repository)), settings.profile)
+        log.warning(
+            "OPENAI_API_KEYS is empty: the OpenAI API is open to anyone who can reach %s:%s", settings.adapter_host, settings.adapter_port
+        )
+    log.info(
+        "serving %s from %s (profile %s)",
+        ", ".join(services.catalog.models) or "no models",
+        ", ".join(map(str, settings.model_repository)),
+        settings.profile,
+    )
     await services.warm_up()
     preload = asyncio.create_task(services.control.preload(settings.preload_models)) if settings.preload_models else None
     try:
@@ -65,7 +72,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (health.router, models.router, chat.router, completions.router):
         app.include_router(router)
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"], expose_headers=["X-Request-ID"])
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"], expose_headers=["X-Request-ID"]
+        )
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     if settings.frontend_dist is not None and (settings.frontend_dist / "index.html").is_file():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -153,7 +154,9 @@ class Stack:
         env.update(self.config.adapter_env)
         return env
 
-    def start_adapter(self, timeout: float = 120, *, name: str = "adapter", port: int | None = None, env: dict[str, str] | None = None) -> str:
+    def start_adapter(
+        self, timeout: float = 120, *, name: str = "adapter", port: int | None = None, env: dict[str, str] | None = None
+    ) -> str:
         """Start an adapter (tests start extra ones with other settings); returns its base URL."""
         environment = self.adapter_environment()
         port = port or self.config.adapter_port
@@ -178,8 +181,6 @@ class Stack:
                 log.warning("%s did not stop within %s s; killing it", name, timeout)
             except ProcessLookupError:
                 pass
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             process.wait()

@@ -42,7 +42,17 @@ def install_server() -> TritonInstall:
         log.info("installing tritonserver from nvidia-pytriton==%s into %s", PYTRITON_VERSION, dest)
         with tempfile.TemporaryDirectory() as download:
             subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--dest", download, f"nvidia-pytriton=={PYTRITON_VERSION}"],
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--quiet",
+                    "--no-deps",
+                    "--dest",
+                    download,
+                    f"nvidia-pytriton=={PYTRITON_VERSION}",
+                ],
                 check=True,
             )
             wheel = next(Path(download).glob("nvidia_pytriton-*.whl"))

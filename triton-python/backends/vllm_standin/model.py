@@ -259,7 +259,9 @@ class TritonPythonModel:
 
         path = os.path.join(pb_utils.get_model_dir(), _ENGINE_ARGS_FILE)
         if not os.path.isfile(path):
-            raise pb_utils.TritonModelException(f"'{_ENGINE_ARGS_FILE}' with the vLLM engine arguments is missing in {pb_utils.get_model_dir()}")
+            raise pb_utils.TritonModelException(
+                f"'{_ENGINE_ARGS_FILE}' with the vLLM engine arguments is missing in {pb_utils.get_model_dir()}"
+            )
         with open(path, encoding="utf-8") as handle:
             engine_config = json.load(handle)
         self._place_on_device(engine_config)
@@ -322,7 +324,6 @@ class TritonPythonModel:
                 )
             return None
         for request in requests:
-            self.in_flight += 1
             asyncio.run_coroutine_threadsafe(self._serve(request), self.loop)
         return None
 
@@ -337,6 +338,7 @@ class TritonPythonModel:
         return self.healthy
 
     async def _serve(self, request):
+        self.in_flight += 1  # only ever changed on the engine's event loop
         final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
         delivery = Delivery(request.get_response_sender())
         request_id = uuid.uuid4().hex

@@ -44,19 +44,33 @@ class _Metrics:
             return family
 
         self.prompt_tokens = _family("vllm:prompt_tokens_total", "Number of prefill tokens processed.", counter).Metric(labels=labels)
-        self.generation_tokens = _family("vllm:generation_tokens_total", "Number of generation tokens processed.", counter).Metric(labels=labels)
+        self.generation_tokens = _family("vllm:generation_tokens_total", "Number of generation tokens processed.", counter).Metric(
+            labels=labels
+        )
         self.success_family = _family("vllm:request_success_total", "Finished requests by finish reason.", counter)
         self.success: dict[str, object] = {}
         self.running = _family("vllm:num_requests_running", "Requests running in the engine.", gauge).Metric(labels=labels)
         self.waiting = _family("vllm:num_requests_waiting", "Requests waiting in the engine.", gauge).Metric(labels=labels)
         self.kv_usage = _family("vllm:kv_cache_usage_perc", "KV-cache usage (1 = full).", gauge).Metric(labels=labels)
         token_buckets = _one_two_five(max_model_len)
-        self.ttft = _family("vllm:time_to_first_token_seconds", "Time to first token in seconds.", histogram).Metric(labels=labels, buckets=_LATENCY_BUCKETS)
-        self.itl = _family("vllm:time_per_output_token_seconds", "Time per output token in seconds.", histogram).Metric(labels=labels, buckets=_TOKEN_LATENCY_BUCKETS)
-        self.e2e = _family("vllm:e2e_request_latency_seconds", "End-to-end request latency in seconds.", histogram).Metric(labels=labels, buckets=_REQUEST_LATENCY_BUCKETS)
-        self.request_prompt = _family("vllm:request_prompt_tokens", "Prompt tokens per request.", histogram).Metric(labels=labels, buckets=token_buckets)
-        self.request_generation = _family("vllm:request_generation_tokens", "Generated tokens per request.", histogram).Metric(labels=labels, buckets=token_buckets)
-        self.request_n = _family("vllm:request_params_n", "The n parameter of requests.", histogram).Metric(labels=labels, buckets=[1, 2, 5, 10, 20])
+        self.ttft = _family("vllm:time_to_first_token_seconds", "Time to first token in seconds.", histogram).Metric(
+            labels=labels, buckets=_LATENCY_BUCKETS
+        )
+        self.itl = _family("vllm:time_per_output_token_seconds", "Time per output token in seconds.", histogram).Metric(
+            labels=labels, buckets=_TOKEN_LATENCY_BUCKETS
+        )
+        self.e2e = _family("vllm:e2e_request_latency_seconds", "End-to-end request latency in seconds.", histogram).Metric(
+            labels=labels, buckets=_REQUEST_LATENCY_BUCKETS
+        )
+        self.request_prompt = _family("vllm:request_prompt_tokens", "Prompt tokens per request.", histogram).Metric(
+            labels=labels, buckets=token_buckets
+        )
+        self.request_generation = _family("vllm:request_generation_tokens", "Generated tokens per request.", histogram).Metric(
+            labels=labels, buckets=token_buckets
+        )
+        self.request_n = _family("vllm:request_params_n", "The n parameter of requests.", histogram).Metric(
+            labels=labels, buckets=[1, 2, 5, 10, 20]
+        )
 
     def success_for(self, reason: str):
         if reason not in self.success:

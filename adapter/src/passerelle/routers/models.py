@@ -38,7 +38,9 @@ def _card(model: ServedModel, state: tuple[str, str | None]) -> ModelCard:
 @router.get("/v1/models", response_model=ModelList, operation_id="list_models")
 async def list_models(services: ServicesDep) -> ModelList:
     states = await _states(services)
-    cards = [_card(model, states.get(key, ("UNAVAILABLE", "not in Triton's repository index"))) for key, model in services.catalog.models.items()]
+    cards = [
+        _card(model, states.get(key, ("UNAVAILABLE", "not in Triton's repository index"))) for key, model in services.catalog.models.items()
+    ]
     return ModelList(data=cards)
 
 

@@ -50,7 +50,9 @@ class ImageLoader:
     def _decode_data_url(self, url: str, param: str) -> bytes:
         match = _DATA_URL.match(url)
         if not match or not match.group("b64"):
-            raise InvalidRequest("image data: URLs must be base64-encoded (data:image/png;base64,...)", param=param, code="invalid_image_url")
+            raise InvalidRequest(
+                "image data: URLs must be base64-encoded (data:image/png;base64,...)", param=param, code="invalid_image_url"
+            )
         payload = match.group("data")
         if len(payload) * 3 // 4 > self.settings.max_image_bytes:
             raise PayloadTooLarge(f"image is larger than {self.settings.max_image_bytes} bytes", param=param, code="image_too_large")
@@ -67,7 +69,9 @@ class ImageLoader:
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 with Image.open(io.BytesIO(data)) as image:
                     if image.format not in _FORMATS:
-                        raise InvalidRequest(f"unsupported image format {image.format}; use one of {sorted(_FORMATS)}", param=param, code="invalid_image")
+                        raise InvalidRequest(
+                            f"unsupported image format {image.format}; use one of {sorted(_FORMATS)}", param=param, code="invalid_image"
+                        )
                     width, height = image.size
                     if width * height > self.settings.max_image_pixels:
                         raise InvalidRequest(

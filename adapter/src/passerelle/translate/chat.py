@@ -10,10 +10,10 @@ from passerelle.errors import InvalidRequest
 from passerelle.schemas.openai import (
     AssistantMessage,
     ChatChoice,
+    ChatChunkChoice,
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
-    ChatChunkChoice,
     ChoiceLogprobs,
     ChunkDelta,
     ImagePart,
@@ -87,11 +87,17 @@ async def _template_messages(
                 elif part.type == "refusal" and message.role == "assistant":
                     continue
                 else:
-                    raise InvalidRequest(f"{param}: content parts of type '{part.type}' are not supported by this model", param=param, code="unsupported_content")
+                    raise InvalidRequest(
+                        f"{param}: content parts of type '{part.type}' are not supported by this model",
+                        param=param,
+                        code="unsupported_content",
+                    )
         messages.append({"role": _ROLES.get(message.role, message.role), "content": parts})
     if len(loaded) > model.image_limit:
         raise InvalidRequest(
-            f"this model accepts at most {model.image_limit} images per request; got {len(loaded)}", param="messages", code="too_many_images"
+            f"this model accepts at most {model.image_limit} images per request; got {len(loaded)}",
+            param="messages",
+            code="too_many_images",
         )
     return messages, loaded
 
@@ -159,7 +165,11 @@ class ChatTranscript:
         return content, finished
 
     def usage(self) -> Usage:
-        return Usage(prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens, total_tokens=self.prompt_tokens + self.completion_tokens)
+        return Usage(
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            total_tokens=self.prompt_tokens + self.completion_tokens,
+        )
 
     def completion(self) -> ChatCompletion:
         choices = [

@@ -40,7 +40,9 @@ def prepare(request: CompletionRequest, model: ServedModel, renderer: PromptRend
     for prompt in prompts_of(request):
         max_tokens = token_budget(model, request.max_tokens, renderer.count_tokens(prompt), "max_tokens")
         generations.append(
-            Generation(prompt=prompt, sampling=sampling_parameters(request, max_tokens, request.logprobs), logprobs=request.logprobs is not None)
+            Generation(
+                prompt=prompt, sampling=sampling_parameters(request, max_tokens, request.logprobs), logprobs=request.logprobs is not None
+            )
         )
     return generations
 
@@ -90,7 +92,11 @@ class CompletionTranscript:
         return choices
 
     def usage(self) -> Usage:
-        return Usage(prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens, total_tokens=self.prompt_tokens + self.completion_tokens)
+        return Usage(
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            total_tokens=self.prompt_tokens + self.completion_tokens,
+        )
 
     def completion(self) -> Completion:
         choices = [

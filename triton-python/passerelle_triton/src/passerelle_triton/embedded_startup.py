@@ -8,15 +8,14 @@ before anything opens a file does. A .pth file is the one hook every model gets 
 each of them remembering to call it, NVIDIA's vLLM backend included.
 """
 
+import contextlib
 import locale
 
 
 def _use_utf8_text() -> None:
     if locale.getpreferredencoding(False).lower().replace("-", "") != "utf8":
-        try:
+        with contextlib.suppress(locale.Error):
             locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
-        except locale.Error:
-            pass
 
 
 _use_utf8_text()
