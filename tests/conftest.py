@@ -24,6 +24,8 @@ from passerelle_stack.launcher import Stack, StackConfig
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 API_KEYS = ("test-key-alpha", "test-key-beta")
+ADMIN_KEY = "test-admin-key-0123"
+LIFECYCLE_REPOSITORY = Path(__file__).parent / "model_repositories" / "lifecycle"
 CORS_ORIGIN = "http://dashboard.example"
 SPARE_MODEL = "qwen_spare"
 
@@ -124,7 +126,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory, image_server: ImageServer) -
             "MAX_IMAGE_PIXELS": str(1024 * 1024),
             "LAZY_LOAD_MODELS": "true",
             "LOG_LEVEL": "INFO",
+            "ADMIN_API_KEY": ADMIN_KEY,
+            "STATUS_INTERVAL_S": "1",
+            "MODEL_TTL_S": "ttl_echo=2",
         },
+        extra_repositories=[LIFECYCLE_REPOSITORY],
     )
     stack = Stack(config)
     try:
@@ -172,6 +178,12 @@ def async_client(adapter_url: str) -> openai.AsyncOpenAI:
 @pytest.fixture(scope="session")
 def http(adapter_url: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=adapter_url, headers={"Authorization": f"Bearer {API_KEYS[0]}"}, timeout=120) as session:
+        yield session
+
+
+@pytest.fixture(scope="session")
+def admin(adapter_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=f"{adapter_url}/api/admin", headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=300) as session:
         yield session
 
 

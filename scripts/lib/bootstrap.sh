@@ -6,7 +6,8 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 export PASSERELLE_HOME=${PASSERELLE_HOME:-$HOME/.cache/passerelle}
 UV_VERSION=0.13.9
-SYSTEM_PACKAGES=(python3.11 python3.11-venv libpython3.11 ca-certificates)
+# prometheus: the tests scrape Triton and the adapter with a real server.
+SYSTEM_PACKAGES=(python3.11 python3.11-venv libpython3.11 ca-certificates prometheus)
 
 missing=()
 for package in "${SYSTEM_PACKAGES[@]}" ${EXTRA_SYSTEM_PACKAGES:-}; do

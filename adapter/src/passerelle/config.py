@@ -43,6 +43,17 @@ class Settings(BaseSettings):
     model_load_timeout_s: float = 600.0
     unavailable_retry_after_s: int = 10
 
+    # Idle time-to-live before a model is unloaded to free memory: -1 never, 0 as soon as it is idle,
+    # N seconds. DEFAULT_MODEL_TTL_S applies to every model; MODEL_TTL_S=qwen=600,canary=-1 overrides per model.
+    default_model_ttl_s: int = Field(default=-1, ge=-1)
+    model_ttl_s: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
+
+    # Control plane.
+    admin_api_key: SecretStr | None = None
+    status_interval_s: float = Field(default=5.0, gt=0)
+    metrics_window_s: int = Field(default=900, ge=60)
+    hf_hub_offline: bool = Field(default=False, validation_alias="HF_HUB_OFFLINE")
+
     # HTTP surface.
     cors_origins: CommaList = Field(default_factory=list)
     openai_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
@@ -73,6 +84,26 @@ class Settings(BaseSettings):
     @classmethod
     def _keys(cls, value: object) -> object:
         return _split_commas(value)
+
+    @field_validator("model_ttl_s", mode="before")
+    @classmethod
+    def _ttls(cls, value: object) -> object:
+        if isinstance(value, str):
+            pairs = [item.split("=", 1) for item in value.split(",") if item.strip()]
+            return {key.strip(): int(ttl) for key, ttl in pairs}
+        return value
+
+    @field_validator("admin_api_key", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    def ttl_for(self, model: str) -> int:
+        return self.model_ttl_s.get(model, self.default_model_ttl_s)
+
+    @property
+    def hf_token_file(self) -> Path:
+        return self.model_cache_dir / ".hf_token"
 
     @field_validator("image_url_allowed_private_networks")
     @classmethod

@@ -15,7 +15,8 @@ from fastapi.staticfiles import StaticFiles
 from passerelle.config import Settings
 from passerelle.errors import install_error_handlers
 from passerelle.middleware import BodyLimitMiddleware, RequestIdFilter, RequestIdMiddleware
-from passerelle.routers import chat, completions, health, models
+from passerelle.observability import Metrics, MetricsMiddleware
+from passerelle.routers import admin, chat, completions, health, metrics, models
 from passerelle.state import Services
 from passerelle.streaming import ClientGone
 
@@ -35,7 +36,7 @@ def configure_logging(level: str) -> None:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    services = Services.build(settings)
+    services = Services.build(settings, app.state.metrics)
     app.state.services = services
     if not services.api_keys.enabled:
         log.warning(
@@ -48,12 +49,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.profile,
     )
     await services.warm_up()
-    preload = asyncio.create_task(services.control.preload(settings.preload_models)) if settings.preload_models else None
+    tasks = [asyncio.create_task(services.monitor.run(), name="monitor")]
+    if settings.preload_models:
+        tasks.append(asyncio.create_task(services.control.preload(settings.preload_models), name="preload"))
     try:
         yield
     finally:
-        if preload is not None:
-            preload.cancel()
+        for task in tasks:
+            task.cancel()
+        await services.downloads.close()
+        await services.monitor.close()
         await services.triton.close()
 
 
@@ -62,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_logging(settings.log_level)
     app = FastAPI(title="passerelle", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
+    app.state.metrics = Metrics()
     install_error_handlers(app)
 
     @app.exception_handler(ClientGone)
@@ -69,13 +75,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.info("client disconnected; request cancelled")
         return Response(status_code=499)
 
-    for router in (health.router, models.router, chat.router, completions.router):
+    for router in (health.router, metrics.router, models.router, chat.router, completions.router, admin.router):
         app.include_router(router)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"], expose_headers=["X-Request-ID"]
         )
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(RequestIdMiddleware)
     if settings.frontend_dist is not None and (settings.frontend_dist / "index.html").is_file():
         app.mount("/", StaticFiles(directory=settings.frontend_dist, html=True), name="dashboard")

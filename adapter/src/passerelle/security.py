@@ -1,17 +1,40 @@
-"""API keys: several may be configured; each presented key is compared in constant time against all."""
+"""Access control: OpenAI API keys, and the separate admin key.
+
+Keys are hashed and compared in constant time against every configured key, so neither the
+match nor its position leaks through timing.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 
 from fastapi import Request
 
-from passerelle.errors import Unauthorized
+from passerelle.errors import APIError, Unauthorized
+
+
+class Forbidden(APIError):
+    status = 403
+    type = "invalid_request_error"
 
 
 def _digest(value: str) -> bytes:
     return hashlib.sha256(value.encode("utf-8")).digest()
+
+
+def _matches(presented: str, digests: list[bytes]) -> bool:
+    candidate = _digest(presented)
+    matched = False
+    for digest in digests:
+        matched |= hmac.compare_digest(candidate, digest)
+    return matched
+
+
+def _bearer(request: Request) -> str:
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    return presented.strip() if scheme.lower() == "bearer" else ""
 
 
 class APIKeyCheck:
@@ -25,16 +48,36 @@ class APIKeyCheck:
     def __call__(self, request: Request) -> None:
         if not self._digests:
             return
-        header = request.headers.get("authorization", "")
-        scheme, _, presented = header.partition(" ")
-        if scheme.lower() != "bearer" or not presented.strip():
+        presented = _bearer(request)
+        if not presented:
             raise Unauthorized(
                 "You didn't provide an API key. Send it in the Authorization header: 'Authorization: Bearer YOUR_KEY'.",
                 code="missing_api_key",
             )
-        candidate = _digest(presented.strip())
-        matched = False
-        for digest in self._digests:
-            matched |= hmac.compare_digest(candidate, digest)
-        if not matched:
+        if not _matches(presented, self._digests):
             raise Unauthorized("Incorrect API key provided.", code="invalid_api_key")
+
+
+class AdminCheck:
+    """ADMIN_API_KEY (Bearer or X-Admin-Key) when set; otherwise loopback clients only."""
+
+    def __init__(self, key: str | None) -> None:
+        self._digests = [_digest(key)] if key else []
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._digests)
+
+    def __call__(self, request: Request) -> None:
+        if self._digests:
+            presented = request.headers.get("x-admin-key", "") or _bearer(request)
+            if not presented or not _matches(presented, self._digests):
+                raise Unauthorized("The admin API needs the admin key (Authorization: Bearer ADMIN_KEY).", code="invalid_admin_key")
+            return
+        host = request.client.host if request.client else ""
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise Forbidden("The admin API answers loopback clients only while ADMIN_API_KEY is unset.", code="admin_loopback_only")

@@ -11,12 +11,16 @@ from fastapi import Depends, Request
 
 from passerelle.config import Settings
 from passerelle.errors import NotFound, Unavailable
-from passerelle.security import APIKeyCheck
+from passerelle.observability import Metrics
+from passerelle.security import AdminCheck, APIKeyCheck
 from passerelle.services.catalog import Catalog, ServedModel
+from passerelle.services.downloads import DownloadManager
 from passerelle.services.images import ImageLoader
 from passerelle.services.llm import LLMService
 from passerelle.services.model_control import ModelControl
+from passerelle.services.monitor import Monitor
 from passerelle.services.prompts import ModelFilesMissing, PromptRenderer
+from passerelle.services.token_store import TokenStore
 from passerelle.services.triton import TritonClient
 
 log = logging.getLogger("passerelle.state")
@@ -31,21 +35,35 @@ class Services:
     llm: LLMService
     images: ImageLoader
     api_keys: APIKeyCheck
+    admin: AdminCheck
+    metrics: Metrics
+    tokens: TokenStore
+    downloads: DownloadManager
+    monitor: Monitor
     renderers: dict[str, PromptRenderer] = field(default_factory=dict)
     _renderer_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @classmethod
-    def build(cls, settings: Settings) -> Services:
+    def build(cls, settings: Settings, metrics: Metrics) -> Services:
         triton = TritonClient(settings.triton_grpc_url)
-        control = ModelControl(triton, settings)
+        control = ModelControl(triton, settings, metrics)
+        catalog = Catalog.from_repositories(settings.model_repository)
+        tokens = TokenStore(settings.hf_token_file)
+        downloads = DownloadManager(settings.model_cache_dir, tokens.get, offline=settings.hf_hub_offline)
+        admin_key = settings.admin_api_key.get_secret_value() if settings.admin_api_key else None
         return cls(
             settings=settings,
             triton=triton,
-            catalog=Catalog.from_repositories(settings.model_repository),
+            catalog=catalog,
             control=control,
-            llm=LLMService(triton, control),
+            llm=LLMService(triton, control, metrics),
             images=ImageLoader(settings),
             api_keys=APIKeyCheck([key.get_secret_value() for key in settings.openai_api_keys]),
+            admin=AdminCheck(admin_key),
+            metrics=metrics,
+            tokens=tokens,
+            downloads=downloads,
+            monitor=Monitor(settings, triton, catalog, control, downloads),
         )
 
     def model(self, name: str, *, task: str) -> ServedModel:

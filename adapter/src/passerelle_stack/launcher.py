@@ -89,6 +89,8 @@ class Stack:
             VIRTUAL_ENV=str(env_dir),
             HF_HOME=str(self.cache / "hf-home"),
             HF_HUB_CACHE=str(self.cache / "hub"),
+            # The token the admin API stores (0600) is the one vLLM uses for gated downloads inside Triton.
+            HF_TOKEN_PATH=str(self.cache / ".hf_token"),
             VLLM_HOST_IP="127.0.0.1",
             VLLM_NO_USAGE_STATS="1",
             DO_NOT_TRACK="1",
@@ -135,6 +137,9 @@ class Stack:
             "--exit-timeout-secs=15",
             "--backend-config=python,shm-default-byte-size=16777216",
         ]
+        # The small `system` model reports GPUs (NVML) and Triton's Python dependencies to the admin API.
+        if (self.repository / "system" / "config.pbtxt").is_file():
+            command.append("--load-model=system")
         log_path = self._spawn("tritonserver", command, self.triton_environment(self.env_dir))
         _wait_http(f"{self.triton_http}/v2/health/live", timeout, self.processes["tritonserver"], "tritonserver", log_path)
 

@@ -15,6 +15,7 @@ router = APIRouter(tags=["openai"], dependencies=[Depends(require_api_key)])
 @router.post("/v1/chat/completions", response_model=ChatCompletion, operation_id="create_chat_completion")
 async def create_chat_completion(body: ChatCompletionRequest, request: Request, services: ServicesDep) -> Response | ChatCompletion:
     model = services.model(body.model, task="chat")
+    request.state.model = model.key
     renderer = await services.renderer(model)
     generation = await chat.prepare(body, model, renderer, services.images)
     request_id = request.state.request_id

@@ -17,6 +17,7 @@ router = APIRouter(tags=["openai"], dependencies=[Depends(require_api_key)])
 @router.post("/v1/completions", response_model=Completion, operation_id="create_completion")
 async def create_completion(body: CompletionRequest, request: Request, services: ServicesDep) -> Response | Completion:
     model = services.model(body.model, task="chat")
+    request.state.model = model.key
     renderer = await services.renderer(model)
     generations = completions.prepare(body, model, renderer)
     request_id = request.state.request_id

@@ -14,10 +14,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import text_format
+from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
 log = logging.getLogger("passerelle.catalog")
+
+
+@dataclass(frozen=True)
+class RepositoryModel:
+    """Any model directory of the repositories Triton serves, as the admin API shows it."""
+
+    key: str
+    path: Path
+    backend: str
+    instance_groups: tuple[dict[str, Any], ...]
+    config: dict[str, Any]
+    engine_args: dict[str, Any]
+
+    @property
+    def artifact_source(self) -> str | None:
+        """Where its weights come from: a Hugging Face repo id or a local path (None: nothing to fetch)."""
+        source = self.engine_args.get("model") or self.config.get("parameters", {}).get("hf_repo", {}).get("string_value")
+        return str(source) if source else None
 
 
 @dataclass(frozen=True)
@@ -61,15 +79,30 @@ def _served_name(engine_args: dict[str, Any]) -> str:
     return str(served or engine_args["model"])
 
 
-def _describe(model_dir: Path) -> ServedModel | None:
+def _inspect(model_dir: Path) -> RepositoryModel:
     config = _read_config(model_dir)
-    if config.backend != "vllm":
-        return None
     version = _latest_version(model_dir)
-    if version is None or not (version / "model.json").is_file():
-        log.warning("%s: vLLM model without <version>/model.json, skipped", model_dir.name)
+    engine_file = version / "model.json" if version is not None else None
+    engine_args = json.loads(engine_file.read_text(encoding="utf-8")) if engine_file and engine_file.is_file() else {}
+    as_dict = json_format.MessageToDict(config, preserving_proto_field_name=True)
+    return RepositoryModel(
+        key=model_dir.name,
+        path=model_dir,
+        backend=config.backend or config.platform,
+        instance_groups=tuple(as_dict.get("instance_group", [])),
+        config=as_dict,
+        engine_args=engine_args,
+    )
+
+
+def _describe(entry: RepositoryModel) -> ServedModel | None:
+    if entry.backend != "vllm":
         return None
-    engine_args = json.loads((version / "model.json").read_text(encoding="utf-8"))
+    if not entry.engine_args:
+        log.warning("%s: vLLM model without <version>/model.json, skipped", entry.key)
+        return None
+    engine_args = entry.engine_args
+    model_dir = entry.path
     root = _served_name(engine_args)
     aliases = {model_dir.name, root, root.rsplit("/", 1)[-1]}
     return ServedModel(
@@ -82,8 +115,9 @@ def _describe(model_dir: Path) -> ServedModel | None:
 
 
 class Catalog:
-    def __init__(self, models: list[ServedModel]) -> None:
+    def __init__(self, models: list[ServedModel], entries: list[RepositoryModel] | None = None) -> None:
         self.models = {model.key: model for model in models}
+        self.entries = {entry.key: entry for entry in entries or []}
         self._by_alias: dict[str, ServedModel] = {}
         for model in models:
             for alias in model.aliases:
@@ -91,13 +125,13 @@ class Catalog:
 
     @classmethod
     def from_repositories(cls, repositories: list[Path]) -> Catalog:
-        models = []
-        for repository in repositories:
-            for model_dir in sorted(p for p in repository.iterdir() if (p / "config.pbtxt").is_file()):
-                described = _describe(model_dir)
-                if described is not None:
-                    models.append(described)
-        return cls(models)
+        entries = [
+            _inspect(model_dir)
+            for repository in repositories
+            for model_dir in sorted(p for p in repository.iterdir() if (p / "config.pbtxt").is_file())
+        ]
+        models = [served for served in map(_describe, entries) if served is not None]
+        return cls(models, entries)
 
     def resolve(self, name: str) -> ServedModel | None:
         return self._by_alias.get(name.strip().lower())

@@ -8,6 +8,7 @@ client or not, can be cancelled the moment its client goes away.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 from tritonclient.grpc import InferInput, InferRequestedOutput, InferResult
 
+from passerelle.observability import Metrics
 from passerelle.services.model_control import ModelControl
 from passerelle.services.triton import FailureKind, TritonClient, TritonFailure
 
@@ -132,21 +134,41 @@ def _is_last(result: InferResult) -> bool:
 
 
 class LLMService:
-    def __init__(self, triton: TritonClient, control: ModelControl) -> None:
+    def __init__(self, triton: TritonClient, control: ModelControl, metrics: Metrics) -> None:
         self.triton = triton
         self.control = control
+        self.metrics = metrics
 
     async def generate(self, model: str, generation: Generation, request_id: str) -> AsyncIterator[Delta]:
         """Deltas until every choice has finished. Loads the model first if Triton does not have it."""
         inputs, outputs = build_inputs(generation)
-        for attempt in (1, 2):
-            produced = False
-            try:
-                async for result in self.triton.stream(model, inputs, outputs, request_id, _is_last):
-                    produced = True
-                    yield parse_response(result)
-                return
-            except TritonFailure as failure:
-                if failure.kind is not FailureKind.MODEL_NOT_READY or produced or attempt == 2:
-                    raise
-            await self.control.ensure_loaded(model)
+        started = time.perf_counter()
+        self.control.in_flight[model] += 1
+        in_flight = self.metrics.generations_in_flight.labels(model=model)
+        in_flight.inc()
+        try:
+            for attempt in (1, 2):
+                produced = False
+                try:
+                    async for result in self.triton.stream(model, inputs, outputs, request_id, _is_last):
+                        delta = parse_response(result)
+                        self._observe(model, delta, first=not produced, started=started)
+                        produced = True
+                        yield delta
+                    return
+                except TritonFailure as failure:
+                    if failure.kind is not FailureKind.MODEL_NOT_READY or produced or attempt == 2:
+                        raise
+                await self.control.ensure_loaded(model)
+        finally:
+            self.control.in_flight[model] -= 1
+            in_flight.dec()
+
+    def _observe(self, model: str, delta: Delta, *, first: bool, started: float) -> None:
+        if first:
+            self.metrics.ttft.labels(model=model).observe(time.perf_counter() - started)
+            if delta.prompt_tokens:
+                self.metrics.tokens.labels(model=model, kind="prompt").inc(delta.prompt_tokens)
+        produced = sum(delta.output_tokens)
+        if produced:
+            self.metrics.tokens.labels(model=model, kind="completion").inc(produced)

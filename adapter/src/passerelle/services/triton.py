@@ -105,12 +105,25 @@ class TritonClient:
                 raise
             return False
 
+    async def server_metadata(self) -> dict[str, Any]:
+        return dict(await self._call(self._client.get_server_metadata, as_json=True))
+
+    async def statistics(self) -> list[dict[str, Any]]:
+        stats = await self._call(self._client.get_inference_statistics, as_json=True)
+        return list(stats.get("model_stats", []))
+
+    async def model_config(self, model: str) -> dict[str, Any]:
+        return dict((await self._call(self._client.get_model_config, model, as_json=True)).get("config", {}))
+
+    async def infer(self, model: str, inputs: list[InferInput], outputs: list[InferRequestedOutput] | None = None) -> InferResult:
+        return await self._call(self._client.infer, model, inputs, outputs=outputs)
+
     async def repository_index(self) -> list[dict[str, str]]:
         index = await self._call(self._client.get_model_repository_index, as_json=True)
         return list(index.get("models", []))
 
-    async def load_model(self, model: str) -> None:
-        await self._call(self._client.load_model, model)
+    async def load_model(self, model: str, config: str | None = None) -> None:
+        await self._call(self._client.load_model, model, config=config)
 
     async def unload_model(self, model: str) -> None:
         await self._call(self._client.unload_model, model)

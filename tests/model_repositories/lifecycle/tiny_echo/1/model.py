@@ -1,0 +1,20 @@
+"""Test-only echo model: returns its input, after DELAY_S seconds (a knob for slow-request tests)."""
+
+import json
+import time
+
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        parameters = json.loads(args["model_config"]).get("parameters", {})
+        self.delay = float(parameters.get("DELAY_S", {}).get("string_value", "0"))
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            text = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy()
+            time.sleep(self.delay)
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("TEXT", text)]))
+        return responses
