@@ -31,10 +31,12 @@ COPY triton-python/passerelle_triton /tmp/passerelle_triton
 #   - the .pth start-up hook is not run by the image's interpreter (it sets the UTF-8 locale that
 #     the stub's embedded interpreter lacks, see passerelle_triton/embedded_startup.py);
 #   - NVIDIA's entrypoint, used below, has moved.
+# nvidia-ml-py and psutil let the `system` model report GPUs (NVML) and the host to the admin API.
 # NeMo (Canary) and pyannote will be installed into this same Python by a later change.
 RUN test -f /opt/tritonserver/backends/vllm/model.py \
     && test -x /opt/nvidia/nvidia_entrypoint.sh \
     && PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir --no-deps --disable-pip-version-check /tmp/passerelle_triton \
+    && PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir --disable-pip-version-check "nvidia-ml-py>=12" "psutil>=5.9" \
     && rm -rf /tmp/passerelle_triton \
     && python3 -c "import sys; assert 'passerelle_triton.embedded_startup' in sys.modules, 'passerelle_triton.pth was not run at start-up'" \
     && python3 -c "from importlib.metadata import version; v = version('vllm'); major, minor = (int(p) for p in v.split('.')[:2]); assert (major, minor) >= (0, 11), f'vLLM {v} < 0.11: Qwen3-VL needs a tritonserver tag >= 25.11'; print('vLLM', v)"
@@ -68,7 +70,8 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
 
 # The model repository is git's model_repository/ as it is (it is the production configuration),
 # mounted read-only at /models/repository. Explicit model control: the adapter loads models
-# (PRELOAD_MODELS, or lazily on a first request). A generous /dev/shm must come with the container
+# (PRELOAD_MODELS, or lazily on a first request); the small `system` model (GPU and dependency facts
+# for the admin API) is loaded at start. A generous /dev/shm must come with the container
 # (compose: shm_size) for the Python backend's shared memory. NVIDIA's entrypoint prints the banner
 # and checks the driver before exec'ing tritonserver. Arguments given to `docker run` or compose's
 # `command:` are appended as extra tritonserver flags (e.g. --log-verbose=1).
@@ -79,5 +82,6 @@ ENTRYPOINT ["/opt/nvidia/nvidia_entrypoint.sh", "tritonserver", \
             "--backend-config=python,shm-default-byte-size=16777216", \
             "--http-port=8000", \
             "--grpc-port=8001", \
-            "--metrics-port=8002"]
+            "--metrics-port=8002", \
+            "--load-model=system"]
 CMD []

@@ -138,7 +138,9 @@ class HubServer:
         self._cdn = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self, "cdn"))
         for server in (self._hub, self._cdn):
             server.daemon_threads = True
-        self._threads = [threading.Thread(target=s.serve_forever, name=f"hub-{i}", daemon=True) for i, s in enumerate((self._hub, self._cdn))]
+        self._threads = [
+            threading.Thread(target=s.serve_forever, name=f"hub-{i}", daemon=True) for i, s in enumerate((self._hub, self._cdn))
+        ]
 
     @property
     def url(self) -> str:
@@ -183,7 +185,7 @@ class HubServer:
         hits = self.snapshot_hits()
         if file.lfs:
             return [h for h in hits if h.role == "cdn" and h.method == "GET" and h.path.startswith(f"/blobs/{file.sha256}")]
-        return [h for h in hits if h.role == "hub" and h.method == "GET" and f"/resolve/" in h.path and h.path.endswith(f"/{path}")]
+        return [h for h in hits if h.role == "hub" and h.method == "GET" and "/resolve/" in h.path and h.path.endswith(f"/{path}")]
 
 
 def _handler(hub: HubServer, role: str) -> type[BaseHTTPRequestHandler]:
@@ -284,7 +286,9 @@ class _HubHandler(BaseHTTPRequestHandler):
             for depth in range(1, len(rest)):  # folders on the way
                 folder = prefix + "/".join(rest[:depth])
                 if recursive or depth == 1:
-                    entries.setdefault(folder, {"type": "directory", "oid": hashlib.sha1(folder.encode()).hexdigest(), "size": 0, "path": folder})
+                    entries.setdefault(
+                        folder, {"type": "directory", "oid": hashlib.sha1(folder.encode()).hexdigest(), "size": 0, "path": folder}
+                    )
             if recursive or len(rest) == 1:
                 entry: dict[str, Any] = {"type": "file", "oid": file.git_oid, "size": file.size, "path": file.path}
                 if file.lfs:
@@ -299,14 +303,20 @@ class _HubHandler(BaseHTTPRequestHandler):
         if repo.gated:
             authorization = self.headers.get("Authorization")
             if authorization is None:
-                message = f"Access to model {repo.repo_id} is restricted. You must have access to it and be authenticated to access it. Please log in."
+                message = (
+                    f"Access to model {repo.repo_id} is restricted. You must have access to it and be authenticated to access it. "
+                    "Please log in."
+                )
                 return self._error(401, "GatedRepo", message, head, commit=repo.sha)
             if authorization != f"Bearer {self.hub.right_token}":
-                message = f"Access to model {repo.repo_id} is restricted and you are not in the authorized list. Visit {self.hub.url}/{repo.repo_id} to ask for access."
+                message = (
+                    f"Access to model {repo.repo_id} is restricted and you are not in the authorized list. "
+                    f"Visit {self.hub.url}/{repo.repo_id} to ask for access."
+                )
                 return self._error(403, "GatedRepo", message, head, commit=repo.sha)
         file = repo.files.get(name)
         if file is None:
-            return self._error(404, "EntryNotFound", f"{name} does not exist on \"{rev}\"", head, commit=repo.sha)
+            return self._error(404, "EntryNotFound", f'{name} does not exist on "{rev}"', head, commit=repo.sha)
         if file.lfs:
             signature = hashlib.sha256(f"{file.sha256}{time.time()}".encode()).hexdigest()[:16]
             headers = {

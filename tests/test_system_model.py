@@ -38,13 +38,16 @@ def ask(triton: grpcclient.InferenceServerClient, request: str | None = None) ->
 
 @pytest.fixture(scope="module")
 def loaded(triton: grpcclient.InferenceServerClient) -> Iterator[dict[str, Any]]:
-    """Loads `system`; yields the first answer (given while the import checks may still run)."""
+    """Loads `system`; yields the first answer (given while the import checks may still run).
+    The launcher may already have loaded it (`--load-model=system`): then it stays loaded."""
+    was_ready = triton.is_model_ready(MODEL)
     started = time.monotonic()
     triton.load_model(MODEL, client_timeout=120)
     first = ask(triton)
     first["_answered_after_s"] = time.monotonic() - started
     yield first
-    triton.unload_model(MODEL)
+    if not was_ready:
+        triton.unload_model(MODEL)
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,9 @@ def configure_logging(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+    # HTTP client libraries log full URLs at INFO, signed CDN URLs included.
+    for noisy in ("httpx", "httpx2", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 @asynccontextmanager
@@ -42,6 +45,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.warning(
             "OPENAI_API_KEYS is empty: the OpenAI API is open to anyone who can reach %s:%s", settings.adapter_host, settings.adapter_port
         )
+    if not services.admin.enabled:
+        log.warning("ADMIN_API_KEY is empty: the admin API answers loopback clients only")
+    if services.tokens.get() is not None:
+        log.info("Hugging Face token restored from %s; downloads will use it", settings.hf_token_file)
     log.info(
         "serving %s from %s (profile %s)",
         ", ".join(services.catalog.models) or "no models",

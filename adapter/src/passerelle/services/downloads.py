@@ -323,7 +323,7 @@ class DownloadManager:
                 raise _Aborted
 
         api = HfApi(token=auth)
-        info = api.model_info(job.repo_id, revision=job.revision)
+        info = api.model_info(job.repo_id, revision=job.revision, timeout=constants.HF_HUB_ETAG_TIMEOUT)
         commit = info.sha
         if not commit:
             raise _Failure(f"the Hub gave no commit for {job.repo_id}")
@@ -632,7 +632,8 @@ def _describe(exc: BaseException, job: DownloadJob) -> tuple[str, int | None]:
         return f"a file of {where} is missing on the Hub: {_first_line(exc)}", 404
     if isinstance(exc, RepositoryNotFoundError):
         return (
-            f"{repo} was not found on the Hub ({exc.response.status_code}); if it is private or gated, {token_hint} with access to it",
+            f"{repo} was not found on the Hub (it answered {exc.response.status_code}); if it is private or gated, "
+            f"{token_hint} with access to it",
             404,
         )
     if isinstance(exc, HfHubHTTPError):

@@ -1,0 +1,91 @@
+"""Downloads through the admin API, against the tests' local Hub (HF_ENDPOINT), in adapters of their own.
+
+huggingface_hub reads HF_ENDPOINT and HF_HUB_OFFLINE at import, so each case runs an adapter
+process started with them; the rest of the session stays offline.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import ADMIN_KEY, free_port
+from hub_server import BIG_FILE, BIG_SIZE, PUBLIC_REPO, RIGHT_TOKEN, HubServer
+from passerelle_stack.launcher import Stack
+
+
+@pytest.fixture(scope="module")
+def hub() -> Iterator[HubServer]:
+    with HubServer(throttle_bps=4 * 1024 * 1024) as server:
+        yield server
+
+
+def start_adapter(stack: Stack, hub: HubServer, cache: Path, name: str) -> str:
+    return stack.start_adapter(
+        name=name,
+        port=free_port(),
+        env={
+            "HF_ENDPOINT": hub.url,
+            "HF_HUB_OFFLINE": "0",
+            "MODEL_CACHE_DIR": str(cache),
+            "ADMIN_API_KEY": ADMIN_KEY,
+            "STATUS_INTERVAL_S": "0.5",
+        },
+    )
+
+
+def test_stored_token_is_restored_at_start_and_used_for_gated_downloads(stack: Stack, hub: HubServer, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    token_file = cache / ".hf_token"
+    token_file.write_text(RIGHT_TOKEN)
+    os.chmod(token_file, 0o600)
+    url = start_adapter(stack, hub, cache, "adapter-hub-token")
+    try:
+        with httpx.Client(base_url=f"{url}/api/admin", headers={"X-Admin-Key": ADMIN_KEY}, timeout=120) as admin:
+            response = admin.post("/models/hub_gated/download", params={"wait": "true"})
+            assert response.status_code == 200, response.text
+            assert response.json()["download"]["state"] == "done" and response.json()["download"]["percent"] == 100
+            snapshot = next((cache / "hub" / "models--passerelle-test--tiny-gated" / "snapshots").iterdir())
+            assert (snapshot / "config.json").is_file()
+        log = (stack.config.run_dir / "adapter-hub-token.log").read_text()
+        assert "token restored" in log and RIGHT_TOKEN not in log
+    finally:
+        stack.stop(names=["adapter-hub-token"])
+
+
+def test_downloads_report_progress_join_and_explain_missing_tokens(stack: Stack, hub: HubServer, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    url = start_adapter(stack, hub, cache, "adapter-hub-anonymous")
+    try:
+        with httpx.Client(base_url=f"{url}/api/admin", headers={"X-Admin-Key": ADMIN_KEY}, timeout=120) as admin:
+            first = admin.post("/models/hub_public/download")
+            assert first.status_code == 202 and first.json()["download"]["state"] == "running"
+            second = admin.post("/models/hub_public/download")
+            assert second.json()["download"]["started_at"] == first.json()["download"]["started_at"]  # joined, not restarted
+            seen: list[float] = []
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                download = admin.get("/status").json()["models"]["hub_public"]["download"]
+                if download and download["percent"] is not None:
+                    seen.append(download["percent"])
+                if download and download["state"] != "running":
+                    break
+                time.sleep(0.3)
+            assert download["state"] == "done" and download["bytes_done"] >= BIG_SIZE
+            assert any(0 < value < 100 for value in seen), seen  # progress was visible while it ran
+            assert len(hub.file_gets(PUBLIC_REPO, BIG_FILE)) == 1  # the joined call fetched nothing twice
+            status = admin.get("/status").json()["models"]["hub_public"]
+            assert status["cache"]["cached"] and status["cache"]["size_bytes"] >= BIG_SIZE
+
+            gated = admin.post("/models/hub_gated/download", params={"wait": "true"})
+            assert gated.status_code in (401, 403)
+            message = gated.json()["error"]["message"]
+            assert "token" in message.lower() and "/api/admin/huggingface/token" in message
+    finally:
+        stack.stop(names=["adapter-hub-anonymous"])
