@@ -79,6 +79,7 @@ ENTRYPOINT ["/opt/nvidia/nvidia_entrypoint.sh", "tritonserver", \
             "--model-repository=/models/repository", \
             "--model-control-mode=explicit", \
             "--allow-gpu-metrics=true", \
+            "--strict-readiness=false", \
             "--backend-config=python,shm-default-byte-size=16777216", \
             "--http-port=8000", \
             "--grpc-port=8001", \

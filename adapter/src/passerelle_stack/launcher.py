@@ -135,6 +135,8 @@ class Stack:
             f"--metrics-port={c.metrics_port}",
             f"--allow-gpu-metrics={'true' if c.profile == 'gpu' else 'false'}",
             "--exit-timeout-secs=15",
+            # Server readiness means the server is up; one model failing to load must not make it "not ready".
+            "--strict-readiness=false",
             "--backend-config=python,shm-default-byte-size=16777216",
         ]
         # The small `system` model reports GPUs (NVML) and Triton's Python dependencies to the admin API.
