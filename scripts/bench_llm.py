@@ -11,6 +11,7 @@ Every request asks for exactly --max-tokens tokens (ignore_eos, temperature 0); 
 count is an error. Per request: latency (send -> last byte) and time to first token (first non-empty
 text); per phase: output tokens / phase wall time. All processes listen on loopback and are stopped (process
 group, then their session is checked for leftovers) whatever happens; the exit code is 1 if any request failed.
+Other Triton servers, vLLM engines or pytest runs seen on the box around a phase are reported: they pollute it.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class Phase:
     load1: float = field(default_factory=lambda: os.getloadavg()[0])
     samples: list[Sample] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    others: list[str] = field(default_factory=list)  # other stacks or test runs seen on the box around the phase
 
     def pct(self, attribute: str, q: float) -> float | None:
         values = [getattr(s, attribute) for s in self.samples if getattr(s, attribute) is not None]
@@ -257,6 +259,24 @@ def start_vllm_server(stack: Stack, engine: dict, port: int) -> tuple[subprocess
     return process, log_path
 
 
+def foreign_processes(own_sessions: list[int]) -> list[str]:
+    """Triton servers, vLLM engines and pytest runs that are not ours: they would pollute the figures."""
+    listed = subprocess.run(["ps", "-eo", "pid=,sid=,args="], capture_output=True, text=True, check=False).stdout
+    found = []
+    for line in listed.splitlines():
+        pid, sid, command = [*line.split(None, 2), "", ""][:3]
+        if sid.isdigit() and int(sid) not in own_sessions and any(mark in command for mark in ("tritonserver", "EngineCore", "pytest")):
+            found.append(f"{pid} {command[:100]}")
+    return found
+
+
+def measured(own_sessions: list[int], *phase_args: Any) -> Phase:
+    before = foreign_processes(own_sessions)
+    phase = run_phase(*phase_args)
+    phase.others = sorted(set(before) | set(foreign_processes(own_sessions)))
+    return phase
+
+
 def stop_process(process: subprocess.Popen[bytes]) -> list[str]:
     """SIGTERM the process group, SIGKILL what remains; return the leftovers found (then killed)."""
     for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
@@ -326,6 +346,10 @@ def report(args: argparse.Namespace, facts: list[str], phases: list[Phase]) -> N
     for p in phases:
         for error in p.errors[:5]:
             print(f"error [{p.name}] {error}")
+        for other in p.others:
+            print(f"WARNING [{p.name}] not ours, running around this phase (figures polluted): {other}")
+    if not any(p.others for p in phases):
+        print("no other Triton server, vLLM engine or pytest run was seen on the box around the phases")
 
 
 def parse_args() -> argparse.Namespace:
@@ -373,8 +397,9 @@ def main() -> int:
             client.load_model(MODEL, client_timeout=600)
         print(f"qwen loaded in Triton in {time.monotonic() - started:.1f} s", flush=True)
         stack.start_adapter()
-        phases.append(run_phase(args, "A direct Triton gRPC", body, stack.triton_grpc, renderer))
-        phases.append(run_phase(args, "B through the adapter", body, stack.adapter_url))
+        own = [process.pid for process in stack.processes.values()]
+        phases.append(measured(own, args, "A direct Triton gRPC", body, stack.triton_grpc, renderer))
+        phases.append(measured(own, args, "B through the adapter", body, stack.adapter_url))
         leftovers = stop_stack(stack)
         if leftovers:
             print(f"WARNING: processes left by the Triton stack, killed: {leftovers}")
@@ -383,7 +408,7 @@ def main() -> int:
             server, log_path = start_vllm_server(stack, engine, vllm_port)
             _wait_http(f"http://127.0.0.1:{vllm_port}/v1/models", 300, server, "vLLM server", log_path)
             print(f"vLLM server ready in {time.monotonic() - started:.1f} s", flush=True)
-            phases.append(run_phase(args, "C vLLM OpenAI server", body, f"http://127.0.0.1:{vllm_port}"))
+            phases.append(measured([server.pid], args, "C vLLM OpenAI server", body, f"http://127.0.0.1:{vllm_port}"))
     finally:
         signal.alarm(0)
         leftovers = stop_process(server) if server is not None else []

@@ -185,3 +185,41 @@ def test_adapter_prometheus_metrics(adapter_url: str, client) -> None:
     assert metric_value(text, "passerelle_time_to_first_token_seconds_count", model="qwen") >= 1
     assert metric_value(text, "passerelle_tokens_total", model="qwen", kind="completion") >= 3
     assert metric_value(text, "passerelle_requests_in_flight", route="/v1/chat") == 0
+
+
+def test_unload_waits_for_in_flight_native_requests(admin: httpx.Client, triton: grpcclient.InferenceServerClient) -> None:
+    """Triton lets a request that is running finish before it unloads the model (slow_echo answers after 3 s)."""
+    assert admin.post("/models/slow_echo/load").status_code == 200
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        answer = pool.submit(echo, triton, "slow_echo", "still here")
+        time.sleep(1.0)
+        assert admin.post("/models/slow_echo/unload").status_code == 200
+        assert answer.result(timeout=30) == "still here"
+    wait_for_state(admin, "slow_echo", "UNAVAILABLE")
+
+
+def test_unload_is_refused_while_the_adapter_serves_the_model(admin: httpx.Client, http: httpx.Client) -> None:
+    body = {"model": "qwen", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4000, "stream": True, "ignore_eos": True}
+    with http.stream("POST", "/v1/chat/completions", json=body) as response:
+        next(response.iter_lines())
+        refused = admin.post("/models/qwen/unload")
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "model_busy"
+    assert "serving 1 request" in refused.json()["error"]["message"]
+    assert admin.get("/status").json()["models"]["qwen"]["state"] == "READY"
+
+
+@pytest.mark.parametrize(("client_host", "allowed"), [("127.0.0.1", True), ("::1", True), ("192.0.2.10", False), ("10.1.2.3", False)])
+def test_without_an_admin_key_only_loopback_clients_are_served(client_host: str, allowed: bool) -> None:
+    from starlette.requests import Request
+
+    from passerelle.errors import APIError
+    from passerelle.security import AdminCheck
+
+    request = Request({"type": "http", "method": "GET", "path": "/api/admin/status", "headers": [], "client": (client_host, 50000)})
+    check = AdminCheck(None)
+    if allowed:
+        check(request)
+    else:
+        with pytest.raises(APIError) as refused:
+            check(request)
+        assert refused.value.status == 403 and refused.value.code == "admin_loopback_only"

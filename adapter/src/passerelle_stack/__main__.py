@@ -22,7 +22,7 @@ def _port(url: str) -> int:
 def _config() -> StackConfig:
     settings = Settings()
     return StackConfig(
-        run_dir=home() / "run" / "serve",
+        run_dir=Path(os.environ.get("PASSERELLE_RUN_DIR", home() / "run" / "serve")),
         profile=detect_profile(),
         http_port=_port(settings.triton_http_url),
         grpc_port=_port(settings.triton_grpc_url),

@@ -36,23 +36,20 @@ CDN host, and it never appears in a job, a message or a log line.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx2
-from filelock import Timeout as LockTimeout
 from huggingface_hub import HfApi, constants, get_cached_repo_tree, get_hf_file_metadata, hf_hub_url, snapshot_download
 from huggingface_hub.errors import (
     CachedRepoTreeNotFoundError,
@@ -69,22 +66,17 @@ from huggingface_hub.errors import (
 from huggingface_hub.file_download import repo_folder_name
 from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils import (  # type: ignore[attr-defined]  # public, lazily re-exported
-    WeakFileLock,
     build_hf_headers,
-    get_session,
-    hf_raise_for_status,
 )
 from huggingface_hub.utils.tqdm import tqdm as hf_tqdm
+
+from passerelle.services.hub_transfer import TransferFailure, blob_lock, expected_digest, first_line, transfer
 
 log = logging.getLogger("passerelle.downloads")
 
 TOKEN_ROUTE = "PUT /api/admin/huggingface/token"
 MAX_PARALLEL_FILES = 8
-TRANSFER_RETRIES = 5
 CLOSE_TIMEOUT_S = 30.0
-_HASH_BLOCK = 8 * 1024 * 1024
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-_SHA1 = re.compile(r"[0-9a-f]{40}")
 
 JobState = Literal["running", "done", "failed"]
 
@@ -192,14 +184,6 @@ class _Cancelled(Exception):
 
 class _Aborted(Exception):
     """Another file of the same job failed: this one stops too."""
-
-
-class _Failure(Exception):
-    """A failure already described for the user."""
-
-    def __init__(self, message: str, status_code: int | None = None) -> None:
-        super().__init__(message)
-        self.status_code = status_code
 
 
 @dataclass
@@ -326,7 +310,7 @@ class DownloadManager:
         info = api.model_info(job.repo_id, revision=job.revision, timeout=constants.HF_HUB_ETAG_TIMEOUT)
         commit = info.sha
         if not commit:
-            raise _Failure(f"the Hub gave no commit for {job.repo_id}")
+            raise TransferFailure(f"the Hub gave no commit for {job.repo_id}")
         files = [entry for entry in api.list_repo_tree(job.repo_id, revision=commit, recursive=True) if isinstance(entry, RepoFile)]
         check()
         storage = self.hub_cache / repo_folder_name(repo_id=job.repo_id, repo_type="model")
@@ -367,23 +351,23 @@ class DownloadManager:
         url = hf_hub_url(job.repo_id, entry.path, revision=commit)
         meta = get_hf_file_metadata(url, token=auth)
         if not meta.etag:
-            raise _Failure(f"the Hub sent no ETag for {entry.path}: is HF_ENDPOINT a Hugging Face Hub?")
+            raise TransferFailure(f"the Hub sent no ETag for {entry.path}: is HF_ENDPOINT a Hugging Face Hub?")
         size = meta.size if meta.size is not None else entry.size
         blob = storage / "blobs" / meta.etag
         lock_path = self.hub_cache / ".locks" / storage.name / f"{meta.etag}.lock"
         blob.parent.mkdir(parents=True, exist_ok=True)
         lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with _blob_lock(lock_path, check):
+        with blob_lock(lock_path, check):
             if blob.exists():  # fetched earlier, or by another process meanwhile
                 job._file_done(size)
                 return
             partial = blob.with_name(f"{meta.etag}.incomplete")
-            digest = _expected_digest(entry, meta.etag, size)
+            digest = expected_digest(entry, meta.etag, size)
             # A Hub location (same origin) gets the token; a CDN's signed URL must not.
             same_origin = _origin(meta.location) == _origin(url)
             headers = build_hf_headers(token=auth if same_origin else False)
             headers["Accept-Encoding"] = "identity"
-            _transfer(job, entry.path, meta.location, headers, partial, size, digest, check)
+            transfer(job.key, job._add_bytes, entry.path, meta.location, headers, partial, size, digest, check)
             os.replace(partial, blob)
             job._file_done()
 
@@ -392,160 +376,16 @@ class DownloadManager:
         try:
             path = Path(snapshot_download(job.repo_id, revision=job.revision, cache_dir=self.hub_cache, local_files_only=True))
         except IncompleteSnapshotError as exc:
-            raise _Failure(
+            raise TransferFailure(
                 f"{where} is only partly in the cache {self.hub_cache} and offline mode is on (HF_HUB_OFFLINE), "
-                f"so the rest cannot be downloaded: {_first_line(exc)}"
+                f"so the rest cannot be downloaded: {first_line(exc)}"
             ) from exc
         except LocalEntryNotFoundError as exc:
-            raise _Failure(
+            raise TransferFailure(
                 f"{where} is not in the cache {self.hub_cache} and offline mode is on (HF_HUB_OFFLINE): "
                 "download it where the Hub can be reached, or turn offline mode off"
             ) from exc
         job._finish("done", counts=_snapshot_counts(job.repo_id, path, self.hub_cache, None), path=str(path))
-
-
-# Transfer of one file.
-
-
-def _transfer(
-    job: DownloadJob,
-    name: str,
-    url: str,
-    headers: dict[str, str],
-    partial: Path,
-    size: int,
-    digest: tuple[str, str] | None,
-    check: Callable[[], None],
-) -> None:
-    """Fill `partial` up to `size` bytes from `url`, continuing what is there; check its hash if known."""
-    done = partial.stat().st_size if partial.exists() else 0
-    if done > size:
-        partial.unlink()
-        done = 0
-    hasher = _Hasher(digest, size)
-    if done:
-        hasher.feed_file(partial, done, check)
-        log.info("download %s: resuming %s at byte %d of %d", job.key, name, done, size)
-    else:
-        partial.write_bytes(b"")
-    job._add_bytes(done)
-    failures = 0
-    while done < size:
-        check()
-        request_headers = dict(headers)
-        if done:
-            request_headers["Range"] = f"bytes={done}-"
-        try:
-            with get_session().stream(
-                "GET", url, headers=request_headers, timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT, follow_redirects=True
-            ) as response:
-                hf_raise_for_status(response)
-                if done and response.status_code != 206:  # the server ignored the range: start over
-                    log.info("download %s: %s: the server ignored the range request, starting over", job.key, name)
-                    partial.write_bytes(b"")
-                    job._add_bytes(-done)
-                    done = 0
-                    hasher.reset()
-                elif done and not response.headers.get("Content-Range", "").startswith(f"bytes {done}-"):
-                    raise _Failure(f"{name}: the server answered a range request with {response.headers.get('Content-Range')!r}")
-                with partial.open("ab") as out:
-                    for chunk in response.iter_bytes():
-                        check()
-                        if done + len(chunk) > size:
-                            raise _Failure(f"{name}: the server sent more than the {size} bytes announced")
-                        out.write(chunk)
-                        hasher.update(chunk)
-                        done += len(chunk)
-                        job._add_bytes(len(chunk))
-                        failures = 0
-            if done < size:
-                raise httpx2.RemoteProtocolError(f"the response ended at byte {done} of {size}")
-        except HfHubHTTPError as exc:
-            if exc.response.status_code != 416 or not done:
-                raise
-            log.warning("download %s: %s: range %d- refused (416), starting over", job.key, name, done)
-            partial.write_bytes(b"")
-            job._add_bytes(-done)
-            done = 0
-            hasher.reset()
-        except httpx2.TransportError as exc:
-            failures += 1
-            if failures > TRANSFER_RETRIES:
-                raise
-            log.warning("download %s: %s interrupted at byte %d (%s); resuming", job.key, name, done, _first_line(exc))
-            _pause(1.0, check)
-    if digest is not None and hasher.hexdigest() != digest[1]:
-        partial.unlink(missing_ok=True)
-        job._add_bytes(-done)
-        raise _Failure(f"{name}: the downloaded bytes do not match the Hub's {digest[0]} {digest[1]}; the file was discarded, try again")
-
-
-class _Hasher:
-    """The Hub's content hash of a file: sha256 for LFS files, the git blob id (sha1) for the others."""
-
-    def __init__(self, digest: tuple[str, str] | None, size: int) -> None:
-        self.kind = digest[0] if digest else None
-        self.size = size
-        self.reset()
-
-    def reset(self) -> None:
-        self._hash: Any = None
-        if self.kind == "sha256":
-            self._hash = hashlib.sha256()
-        elif self.kind == "git-sha1":
-            self._hash = hashlib.sha1(f"blob {self.size}\0".encode(), usedforsecurity=False)
-
-    def update(self, data: bytes) -> None:
-        if self._hash is not None:
-            self._hash.update(data)
-
-    def feed_file(self, path: Path, length: int, check: Callable[[], None]) -> None:
-        if self._hash is None:
-            return
-        with path.open("rb") as src:
-            remaining = length
-            while remaining:
-                check()
-                block = src.read(min(_HASH_BLOCK, remaining))
-                if not block:
-                    break
-                self._hash.update(block)
-                remaining -= len(block)
-
-    def hexdigest(self) -> str | None:
-        return None if self._hash is None else str(self._hash.hexdigest())
-
-
-def _expected_digest(entry: RepoFile, etag: str, size: int) -> tuple[str, str] | None:
-    """The hash to check, when the tree listing and the file's ETag agree on it."""
-    if entry.lfs is not None:
-        if entry.lfs.sha256 == etag and _SHA256.fullmatch(etag):
-            return ("sha256", etag)
-        return None
-    if entry.blob_id == etag and _SHA1.fullmatch(etag) and entry.size == size:
-        return ("git-sha1", etag)
-    return None
-
-
-@contextmanager
-def _blob_lock(lock_path: Path, check: Callable[[], None]) -> Iterator[None]:
-    """huggingface_hub's per-blob lock (same path), waited for in short steps so a close() is not blocked."""
-    with ExitStack() as stack:
-        while True:
-            check()
-            try:
-                stack.enter_context(WeakFileLock(lock_path, timeout=1.0))
-                break
-            except LockTimeout:
-                continue
-        yield
-
-
-def _pause(seconds: float, check: Callable[[], None]) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        check()
-        time.sleep(0.05)
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
@@ -610,7 +450,7 @@ def _describe(exc: BaseException, job: DownloadJob) -> tuple[str, int | None]:
     token_hint = f"set a Hugging Face token ({TOKEN_ROUTE})"
     if isinstance(exc, _Cancelled):
         return _cancelled_message(job), None
-    if isinstance(exc, _Failure):
+    if isinstance(exc, TransferFailure):
         return str(exc), exc.status_code
     if isinstance(exc, GatedRepoError):
         status = exc.response.status_code
@@ -619,7 +459,7 @@ def _describe(exc: BaseException, job: DownloadJob) -> tuple[str, int | None]:
             if status == 401
             else "the token's account has not been granted access"
             if status == 403
-            else _first_line(exc)
+            else first_line(exc)
         )
         return (
             f"{repo} is a gated model ({status}: {why}): {token_hint} for an account that has accepted "
@@ -629,7 +469,7 @@ def _describe(exc: BaseException, job: DownloadJob) -> tuple[str, int | None]:
     if isinstance(exc, RevisionNotFoundError):
         return f"revision {job.revision!r} not found in {repo} on the Hub ({exc.response.status_code})", 404
     if isinstance(exc, RemoteEntryNotFoundError):
-        return f"a file of {where} is missing on the Hub: {_first_line(exc)}", 404
+        return f"a file of {where} is missing on the Hub: {first_line(exc)}", 404
     if isinstance(exc, RepositoryNotFoundError):
         return (
             f"{repo} was not found on the Hub (it answered {exc.response.status_code}); if it is private or gated, "
@@ -646,21 +486,16 @@ def _describe(exc: BaseException, job: DownloadJob) -> tuple[str, int | None]:
                 f"license on the Hub ({page})",
                 403,
             )
-        return f"the Hub answered {status} for {where}: {_first_line(exc)}", status
+        return f"the Hub answered {status} for {where}: {first_line(exc)}", status
     if isinstance(exc, OfflineModeIsEnabled):
         return f"offline mode is on (HF_HUB_OFFLINE): {where} cannot be downloaded", None
     if isinstance(exc, HFValidationError):
-        return f"invalid repository id or revision: {_first_line(exc)}", None
+        return f"invalid repository id or revision: {first_line(exc)}", None
     if isinstance(exc, httpx2.TransportError | ConnectionError | TimeoutError):
-        return f"network error while downloading {where} from {constants.ENDPOINT}: {type(exc).__name__}: {_first_line(exc)}", None
+        return f"network error while downloading {where} from {constants.ENDPOINT}: {type(exc).__name__}: {first_line(exc)}", None
     if isinstance(exc, OSError):
         return f"{where}: {type(exc).__name__}: {exc}", None
-    return f"{where}: unexpected error {type(exc).__name__}: {_first_line(exc)}", None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return f"{where}: unexpected error {type(exc).__name__}: {first_line(exc)}", None
 
 
 _SIGNED_QUERY = re.compile(r"(https?://[^\s?'\"]+)\?[^\s'\"]*")

@@ -165,11 +165,7 @@ class ChatTranscript:
         return content, finished
 
     def usage(self) -> Usage:
-        return Usage(
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens,
-            total_tokens=self.prompt_tokens + self.completion_tokens,
-        )
+        return Usage.of(self.prompt_tokens, self.completion_tokens)
 
     def completion(self) -> ChatCompletion:
         choices = [

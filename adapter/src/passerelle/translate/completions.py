@@ -92,11 +92,7 @@ class CompletionTranscript:
         return choices
 
     def usage(self) -> Usage:
-        return Usage(
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens,
-            total_tokens=self.prompt_tokens + self.completion_tokens,
-        )
+        return Usage.of(self.prompt_tokens, self.completion_tokens)
 
     def completion(self) -> Completion:
         choices = [

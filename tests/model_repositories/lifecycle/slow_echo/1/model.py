@@ -1,0 +1,1 @@
+../../tiny_echo/1/model.py
