@@ -201,8 +201,10 @@ def test_unload_waits_for_in_flight_native_requests(admin: httpx.Client, triton:
 def test_unload_is_refused_while_the_adapter_serves_the_model(admin: httpx.Client, http: httpx.Client) -> None:
     body = {"model": "qwen", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4000, "stream": True, "ignore_eos": True}
     with http.stream("POST", "/v1/chat/completions", json=body) as response:
-        next(response.iter_lines())
+        lines = response.iter_lines()  # kept referenced: dropping it would close the stream (and cancel the generation)
+        assert next(lines).startswith("data: ")
         refused = admin.post("/models/qwen/unload")
+        assert any(line.startswith("data: ") for line in lines)  # still streaming
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "model_busy"
     assert "serving 1 request" in refused.json()["error"]["message"]
     assert admin.get("/status").json()["models"]["qwen"]["state"] == "READY"

@@ -137,7 +137,7 @@ class ChatTranscript:
         self.id = f"chatcmpl-{request_id}"
         self.created = int(time.time())
         self.model = model_name
-        self.texts = [""] * request.n
+        self.pieces: list[list[str]] = [[] for _ in range(request.n)]  # joined once, at the end
         self.reasons: list[str | None] = [None] * request.n
         self.logprobs: list[list[TokenLogprob]] = [[] for _ in range(request.n)]
         self.prompt_tokens = 0
@@ -153,7 +153,7 @@ class ChatTranscript:
         finished: list[ChatChunkChoice] = []
         for index, text in enumerate(delta.texts):
             new_logprobs = _token_logprobs(delta.logprobs[index], self.top) if delta.logprobs else []
-            self.texts[index] += text
+            self.pieces[index].append(text)
             self.logprobs[index].extend(new_logprobs)
             if text or new_logprobs:
                 chunk_logprobs = ChoiceLogprobs(content=new_logprobs) if self.request.logprobs else None
@@ -175,7 +175,7 @@ class ChatTranscript:
                 logprobs=ChoiceLogprobs(content=self.logprobs[index]) if self.request.logprobs else None,
                 finish_reason=self.reasons[index],
             )
-            for index, text in enumerate(self.texts)
+            for index, text in enumerate("".join(pieces) for pieces in self.pieces)
         ]
         return ChatCompletion(id=self.id, created=self.created, model=self.model, choices=choices, usage=self.usage())
 

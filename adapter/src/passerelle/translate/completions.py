@@ -55,7 +55,8 @@ class CompletionTranscript:
         self.model = model_name
         self.prompts = prompts
         count = len(prompts) * request.n
-        self.texts = [prompts[i // request.n] if request.echo else "" for i in range(count)]
+        self.pieces: list[list[str]] = [[prompts[i // request.n]] if request.echo else [] for i in range(count)]
+        self.lengths = [sum(map(len, pieces)) for pieces in self.pieces]
         self.reasons: list[str | None] = [None] * count
         self.logprobs = [CompletionLogprobs(tokens=[], token_logprobs=[], top_logprobs=[], text_offset=[]) for _ in range(count)]
         self.prompt_tokens = 0
@@ -71,7 +72,7 @@ class CompletionTranscript:
             logprobs = None
             if delta.logprobs is not None:
                 logprobs = CompletionLogprobs(tokens=[], token_logprobs=[], top_logprobs=[], text_offset=[])
-                position = len(self.texts[index])
+                position = self.lengths[index]
                 for candidates in delta.logprobs[offset]:
                     sampled = candidates[0]
                     logprobs.tokens.append(sampled.token)
@@ -83,7 +84,8 @@ class CompletionTranscript:
                 for name in ("tokens", "token_logprobs", "top_logprobs", "text_offset"):
                     getattr(target, name).extend(getattr(logprobs, name))
             echo = self.prompts[prompt_index] if first and self.request.echo else ""
-            self.texts[index] += text
+            self.pieces[index].append(text)
+            self.lengths[index] += len(text)
             reason = delta.finish_reasons[offset]
             if reason is not None:
                 self.reasons[index] = reason
@@ -102,7 +104,7 @@ class CompletionTranscript:
                 logprobs=self.logprobs[index] if self.request.logprobs is not None else None,
                 finish_reason=self.reasons[index],
             )
-            for index, text in enumerate(self.texts)
+            for index, text in enumerate("".join(pieces) for pieces in self.pieces)
         ]
         return Completion(id=self.id, created=self.created, model=self.model, choices=choices, usage=self.usage())
 
