@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -18,30 +17,8 @@ AUTH = {"Authorization": f"Bearer {API_KEYS[0]}"}
 LONG_ANSWER = 4000
 
 
-def _unload(triton: grpcclient.InferenceServerClient, model: str) -> None:
-    triton.unload_model(model)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        index = triton.get_model_repository_index(as_json=True)["models"]
-        if next(entry for entry in index if entry["name"] == model).get("state") == "UNAVAILABLE":
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"{model} did not finish unloading")
-
-
 def _state(http: httpx.Client, model: str) -> str:
     return next(card["state"] for card in http.get("/v1/models").json()["data"] if card["id"] == model)
-
-
-def test_lazy_load_on_first_request(http: httpx.Client, triton: grpcclient.InferenceServerClient) -> None:
-    assert not triton.is_model_ready(SPARE_MODEL)
-    assert _state(http, SPARE_MODEL) != "READY"
-    response = http.post("/v1/chat/completions", json={"model": SPARE_MODEL, "messages": HELLO, "max_tokens": 2}, timeout=600)
-    assert response.status_code == 200, response.text
-    assert response.json()["model"] == "passerelle/tiny-qwen3-vl-moe-spare"
-    assert triton.is_model_ready(SPARE_MODEL) and _state(http, SPARE_MODEL) == "READY"
-    _unload(triton, SPARE_MODEL)  # frees its engine for the rest of the session
-    assert _state(http, SPARE_MODEL) == "UNAVAILABLE"
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +49,17 @@ def test_known_model_not_loaded_gives_503_with_how_to_load(strict_adapter: str, 
         assert error["code"] == "model_unavailable" and f"/v2/repository/models/{SPARE_MODEL}/load" in error["message"]
         assert not triton.is_model_ready(SPARE_MODEL)
         assert client.get("/v1/models").status_code == 200  # no keys configured: the API is open
+
+
+def test_lazy_load_on_first_request(http: httpx.Client, triton: grpcclient.InferenceServerClient) -> None:
+    assert not triton.is_model_ready(SPARE_MODEL)
+    assert _state(http, SPARE_MODEL) != "READY"
+    response = http.post("/v1/chat/completions", json={"model": SPARE_MODEL, "messages": HELLO, "max_tokens": 2}, timeout=600)
+    assert response.status_code == 200, response.text
+    assert response.json()["model"] == "passerelle/tiny-qwen3-vl-moe-spare"
+    assert triton.is_model_ready(SPARE_MODEL) and _state(http, SPARE_MODEL) == "READY"
+    # It stays loaded: unloading a second vLLM model makes Triton 2.51's Python backend drop the
+    # shared vllm:* metric families (its stub crashes while finalizing them), which the other tests read.
 
 
 def test_private_addresses_need_an_allowlisted_network(strict_adapter: str, image_server) -> None:

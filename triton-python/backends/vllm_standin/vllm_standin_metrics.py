@@ -72,6 +72,18 @@ class _Metrics:
             labels=labels, buckets=[1, 2, 5, 10, 20]
         )
 
+    def close(self) -> None:
+        """Drop every Metric, then the families, while the stub can still talk to the server.
+
+        Left to interpreter shutdown, Triton 2.51's stub deletes them after its shared memory is gone
+        and crashes. Note that a family is shared by name across models in one server: deleting it
+        also drops the series of another vLLM model still loaded (a Triton limitation).
+        """
+        self.success.clear()
+        for name in [name for name, value in vars(self).items() if hasattr(value, "increment") or hasattr(value, "observe")]:
+            delattr(self, name)
+        vars(self).clear()  # the families last
+
     def success_for(self, reason: str):
         if reason not in self.success:
             self.success[reason] = self.success_family.Metric(labels={**self.labels, "finished_reason": reason})
@@ -120,6 +132,7 @@ class StandinStatLogger(StatLoggerBase):
     def finalize(self):
         self.updates.put(None)
         self.thread.join(timeout=10)
+        self.metrics.close()
 
 
 class stat_logger_factory:  # noqa: N801 - vLLM calls it like a class: factory(vllm_config, engine_index)
