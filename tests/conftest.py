@@ -30,6 +30,12 @@ CORS_ORIGIN = "http://dashboard.example"
 SPARE_MODEL = "qwen_spare"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that start a second vLLM engine run last: Triton 2.51's Python backend shares the
+    vllm:* metric families between engines, and the cancellation tests read those metrics."""
+    items.sort(key=lambda item: item.get_closest_marker("second_vllm_engine") is not None)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
