@@ -7,11 +7,13 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from contextlib import aclosing
 from typing import TypeVar
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from passerelle.errors import APIError, InvalidRequest, Unavailable
 from passerelle.services.model_control import ModelControl
@@ -40,7 +42,7 @@ def api_error(failure: TritonFailure, model: str, control: ModelControl) -> APIE
     return Unavailable(f"Model '{model}' failed while serving the request: {failure.message}", retry_after_s=retry, code="model_error")
 
 
-async def primed(items: AsyncIterator[T], model: str, control: ModelControl) -> AsyncIterator[T]:
+async def primed(items: AsyncGenerator[T], model: str, control: ModelControl) -> AsyncGenerator[T]:
     """Wait for the first item, so that failures before it surface as HTTP errors."""
     try:
         first = await anext(items)
@@ -49,27 +51,47 @@ async def primed(items: AsyncIterator[T], model: str, control: ModelControl) -> 
     except TritonFailure as failure:
         raise api_error(failure, model, control) from failure
 
-    async def chained() -> AsyncIterator[T]:
-        if first is not None:
-            yield first
-        async for item in items:
-            yield item
+    async def chained() -> AsyncGenerator[T]:
+        async with aclosing(items):
+            if first is not None:
+                yield first
+            async for item in items:
+                yield item
 
     return chained()
 
 
-def sse_response(events: AsyncIterator[str], model: str, control: ModelControl) -> StreamingResponse:
+class ClosingStreamingResponse(StreamingResponse):
+    """Closes its body generator however the response ends.
+
+    When the client disconnects while Starlette is writing, the body generator is left suspended at
+    a `yield` and would only be finalised by the garbage collector, keeping the Triton request (and
+    the engine) running until then. Closing it here runs every `finally` down to the gRPC stream.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            body = self.body_iterator
+            if isinstance(body, AsyncGenerator):
+                await body.aclose()
+
+
+def sse_response(events: AsyncGenerator[str], model: str, control: ModelControl) -> StreamingResponse:
     async def body() -> AsyncIterator[str]:
         try:
-            async for event in events:
-                yield f"data: {event}\n\n"
+            async with aclosing(events):
+                async for event in events:
+                    yield f"data: {event}\n\n"
         except TritonFailure as failure:
             yield f"data: {json.dumps(api_error(failure, model, control).body())}\n\n"
         except APIError as error:
             yield f"data: {json.dumps(error.body())}\n\n"
         yield "data: [DONE]\n\n"
 
-    return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return ClosingStreamingResponse(body(), media_type="text/event-stream", headers=headers)
 
 
 async def until_disconnect(request: Request, work: Awaitable[T]) -> T:

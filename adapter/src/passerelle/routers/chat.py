@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from contextlib import aclosing
+
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
@@ -26,8 +28,9 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request, 
 
     async def collect() -> ChatCompletion:
         try:
-            async for delta in deltas:
-                transcript.add(delta)
+            async with aclosing(deltas):
+                async for delta in deltas:
+                    transcript.add(delta)
         except TritonFailure as failure:
             raise api_error(failure, model.key, services.control) from failure
         return transcript.completion()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import aclosing
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
@@ -29,9 +30,10 @@ async def create_completion(body: CompletionRequest, request: Request, services:
 
     async def collect(index: int) -> None:
         first = True
-        async for delta in streams[index]:
-            transcript.add(index, delta, first=first)
-            first = False
+        async with aclosing(streams[index]) as deltas:
+            async for delta in deltas:
+                transcript.add(index, delta, first=first)
+                first = False
 
     async def collect_all() -> Completion:
         try:

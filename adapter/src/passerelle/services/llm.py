@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,7 +140,7 @@ class LLMService:
         self.control = control
         self.metrics = metrics
 
-    async def generate(self, model: str, generation: Generation, request_id: str) -> AsyncIterator[Delta]:
+    async def generate(self, model: str, generation: Generation, request_id: str) -> AsyncGenerator[Delta]:
         """Deltas until every choice has finished. Loads the model first if Triton does not have it."""
         inputs, outputs = build_inputs(generation)
         started = time.perf_counter()
@@ -150,11 +151,12 @@ class LLMService:
             for attempt in (1, 2):
                 produced = False
                 try:
-                    async for result in self.triton.stream(model, inputs, outputs, request_id, _is_last):
-                        delta = parse_response(result)
-                        self._observe(model, delta, first=not produced, started=started)
-                        produced = True
-                        yield delta
+                    async with aclosing(self.triton.stream(model, inputs, outputs, request_id, _is_last)) as results:
+                        async for result in results:
+                            delta = parse_response(result)
+                            self._observe(model, delta, first=not produced, started=started)
+                            produced = True
+                            yield delta
                     return
                 except TritonFailure as failure:
                     if failure.kind is not FailureKind.MODEL_NOT_READY or produced or attempt == 2:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -135,7 +135,7 @@ class TritonClient:
         outputs: list[InferRequestedOutput],
         request_id: str,
         is_last: Callable[[InferResult], bool],
-    ) -> AsyncIterator[InferResult]:
+    ) -> AsyncGenerator[InferResult]:
         """Yield each response of one decoupled request until `is_last` says it was the final one.
 
         Leaving the iteration early (client gone, error, task cancelled) cancels the gRPC

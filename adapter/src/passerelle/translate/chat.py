@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Any
 
 from passerelle.errors import InvalidRequest
@@ -183,11 +184,12 @@ class ChatTranscript:
         body = ChatCompletionChunk(id=self.id, created=self.created, model=self.model, choices=choices, usage=usage)
         return body.model_dump_json()
 
-    async def sse(self, deltas: AsyncIterator[Delta]) -> AsyncIterator[str]:
-        yield self.chunk([ChatChunkChoice(index=i, delta=ChunkDelta(role="assistant", content="")) for i in range(self.request.n)])
-        async for delta in deltas:
-            for choices in self.add(delta):
-                if choices:
-                    yield self.chunk(choices)
+    async def sse(self, deltas: AsyncGenerator[Delta]) -> AsyncGenerator[str]:
+        async with aclosing(deltas):
+            yield self.chunk([ChatChunkChoice(index=i, delta=ChunkDelta(role="assistant", content="")) for i in range(self.request.n)])
+            async for delta in deltas:
+                for choices in self.add(delta):
+                    if choices:
+                        yield self.chunk(choices)
         if self.request.stream_options is not None and self.request.stream_options.include_usage:
             yield self.chunk([], usage=self.usage())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from passerelle.errors import InvalidRequest
 from passerelle.schemas.openai import Completion, CompletionChoice, CompletionLogprobs, CompletionRequest, Usage
@@ -112,13 +112,17 @@ class CompletionTranscript:
         body = Completion(id=self.id, created=self.created, model=self.model, choices=choices, usage=usage)
         return body.model_dump_json()
 
-    async def sse(self, streams: list[AsyncIterator[Delta]]) -> AsyncIterator[str]:
-        for prompt_index, deltas in enumerate(streams):
-            first = True
-            async for delta in deltas:
-                choices = self.add(prompt_index, delta, first=first)
-                first = False
-                if choices:
-                    yield self.chunk(choices)
+    async def sse(self, streams: list[AsyncGenerator[Delta]]) -> AsyncGenerator[str]:
+        try:
+            for prompt_index, deltas in enumerate(streams):
+                first = True
+                async for delta in deltas:
+                    choices = self.add(prompt_index, delta, first=first)
+                    first = False
+                    if choices:
+                        yield self.chunk(choices)
+        finally:
+            for deltas in streams:
+                await deltas.aclose()
         if self.request.stream_options is not None and self.request.stream_options.include_usage:
             yield self.chunk([], usage=self.usage())
