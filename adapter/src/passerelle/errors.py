@@ -65,13 +65,6 @@ class Unavailable(APIError):
         super().__init__(message, code=code, param=param, headers={"Retry-After": str(retry_after_s)})
 
 
-class UpstreamError(APIError):
-    """Triton or the engine failed while serving a valid request."""
-
-    status = 502
-    type = "server_error"
-
-
 def _location(loc: tuple[Any, ...]) -> str | None:
     parts = [str(part) for part in loc if part not in ("body", "query", "path", "header")]
     return ".".join(parts) or None

@@ -38,7 +38,6 @@ class LoadRecord:
     load_duration_s: float | None = None
     override: dict[str, Any] | None = None
     last_error: str | None = None
-    loading_since: float | None = None
 
 
 @dataclass
@@ -106,7 +105,6 @@ class ModelControl:
     async def _load(self, model: str, override: dict[str, Any] | None) -> None:
         record = self.record(model)
         started = time.time()
-        record.loading_since = started
         log.info("loading model %s through Triton%s", model, " with a config override" if override else "")
         try:
             await self.triton.load_model(model, json.dumps(override) if override else None)
@@ -115,8 +113,6 @@ class ModelControl:
             self.metrics.load_duration.labels(model=model, outcome="failed").observe(time.time() - started)
             log.error("loading %s failed: %s", model, failure.message)
             raise
-        finally:
-            record.loading_since = None
         record.loaded_at = time.time()
         record.load_duration_s = record.loaded_at - started
         record.override = override
