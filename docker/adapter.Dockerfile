@@ -1,6 +1,7 @@
 # passerelle's adapter: the OpenAI-compatible FastAPI front end. No GPU, no Triton inside: it talks
 # to the `triton` container over gRPC/HTTP and reads the model repository and the model cache
-# (tokenizers and chat templates) from read-only mounts.
+# (tokenizers and chat templates) from read-only mounts. It decodes audio uploads itself, with
+# Debian's ffmpeg, and sends Triton 16 kHz mono PCM.
 #
 # Build from the repository root (the build context must be the root):
 #   docker build -f docker/adapter.Dockerfile -t passerelle/adapter .
@@ -35,6 +36,18 @@ FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="passerelle-adapter" \
       org.opencontainers.image.description="OpenAI-compatible gateway in front of Triton Inference Server"
 
+# ffmpeg and ffprobe (Debian's `ffmpeg` package): every audio upload is probed (container format,
+# duration) and decoded to 16 kHz mono float32 PCM by these two binaries (passerelle/services/audio.py),
+# and the formats the API accepts (wav, flac, mp3, ogg, m4a/mp4, aac, webm) are all in Debian's build.
+# Not version-pinned (DL3008): the version follows the base image's Debian release and its security
+# updates, and a pin would break the build as soon as the archive moves on.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ffmpeg \
+    && rm -rf /var/lib/apt/lists/* \
+    && ffmpeg -hide_banner -version > /dev/null \
+    && ffprobe -hide_banner -version > /dev/null
+
 RUN groupadd --system --gid 10001 passerelle \
     && useradd --system --uid 10001 --gid passerelle --create-home --home-dir /home/passerelle \
        --shell /usr/sbin/nologin passerelle
@@ -45,7 +58,10 @@ COPY --from=deps /opt/venv /opt/venv
 COPY adapter/src/passerelle /app/src/passerelle
 
 # Settings are read from the environment (passerelle/config.py; names are the upper-case field names).
-# These are the container's defaults; docker/compose.yaml sets the deployment's values.
+# These are the container's defaults; docker/compose.yaml sets the deployment's values. ffmpeg and
+# ffprobe are named by absolute path, so nothing earlier on PATH (the venv's bin/) can stand in.
+# Audio uploads are spooled to /tmp (Starlette's form parser) while they are decoded: up to
+# MAX_AUDIO_UPLOAD_BYTES each, in the container's writable layer.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/app/src \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -56,7 +72,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     MODEL_REPOSITORY=/models/repository \
     MODEL_CACHE_DIR=/models/cache \
     HF_HUB_OFFLINE=1 \
-    HF_HUB_DISABLE_TELEMETRY=1
+    HF_HUB_DISABLE_TELEMETRY=1 \
+    FFMPEG_BINARY=/usr/bin/ffmpeg \
+    FFPROBE_BINARY=/usr/bin/ffprobe
 
 WORKDIR /app
 # Numeric, so that runtimes that check for non-root without reading /etc/passwd (Kubernetes

@@ -228,3 +228,22 @@ def generated_tokens_settle(stack: Stack, timeout: float = 30) -> float:
         previous = current
         time.sleep(1.0)
     raise AssertionError("the engine kept generating")
+
+
+def generation_settle(stack: Stack, timeout: float = 60) -> dict[str, float]:
+    """qwen's generated tokens and requests finished by reaching max_tokens ("length"), once no
+    request runs and the counters have stopped moving (the backend publishes metrics asynchronously).
+    vLLM reports no finish reason for aborted requests."""
+    deadline = time.monotonic() + timeout
+    previous: dict[str, float] | None = None
+    while time.monotonic() < deadline:
+        text = triton_metrics(stack)
+        current = {
+            "tokens": metric_value(text, "vllm:generation_tokens_total", model="qwen"),
+            "length": metric_value(text, "vllm:request_success_total", model="qwen", finished_reason="length"),
+        }
+        if current == previous and metric_value(text, "vllm:num_requests_running", model="qwen") == 0:
+            return current
+        previous = current
+        time.sleep(1.0)
+    raise AssertionError("the engine kept generating")

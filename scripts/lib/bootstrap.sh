@@ -6,8 +6,10 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 export PASSERELLE_HOME=${PASSERELLE_HOME:-$HOME/.cache/passerelle}
 UV_VERSION=0.13.9
-# prometheus: the tests scrape Triton and the adapter with a real server.
-SYSTEM_PACKAGES=(python3.11 python3.11-venv libpython3.11 ca-certificates prometheus)
+# ffmpeg: the adapter decodes every audio upload with it.
+# prometheus and espeak-ng: the tests scrape Triton and the adapter with a real server, and speak
+# their test audio.
+SYSTEM_PACKAGES=(python3.11 python3.11-venv libpython3.11 ca-certificates ffmpeg prometheus espeak-ng)
 
 missing=()
 for package in "${SYSTEM_PACKAGES[@]}" ${EXTRA_SYSTEM_PACKAGES:-}; do

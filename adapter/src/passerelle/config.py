@@ -69,6 +69,15 @@ class Settings(BaseSettings):
     image_url_timeout_s: float = 10.0
     image_url_max_redirects: int = 3
 
+    # Audio uploads: decoded by ffmpeg to 16 kHz mono PCM. The defaults let a one-hour recording
+    # through (a 44.1 kHz stereo WAV hour is about 635 MB); longer or larger gets 413.
+    max_audio_upload_bytes: int = Field(default=1024 * 1024 * 1024, gt=0)
+    max_audio_duration_s: float = Field(default=3 * 3600, gt=0)
+    ffmpeg_binary: str = "ffmpeg"
+    ffprobe_binary: str = "ffprobe"
+    # Canary cannot detect the spoken language: requests that name none are taken as this one.
+    default_audio_language: str = "en"
+
     @field_validator(
         "preload_models",
         "cors_origins",

@@ -95,7 +95,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         error_type = "invalid_request_error" if exc.status_code < 500 else "server_error"
-        body = {"error": {"message": str(exc.detail), "type": error_type, "param": None, "code": None}}
+        body = {"error": {"message": str(exc.detail), "type": error_type, "param": None, "code": getattr(exc, "code", None)}}
         return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)

@@ -15,8 +15,8 @@ from fastapi.staticfiles import StaticFiles
 from passerelle.config import Settings
 from passerelle.errors import install_error_handlers
 from passerelle.middleware import BodyLimitMiddleware, RequestIdFilter, RequestIdMiddleware
-from passerelle.observability import Metrics, MetricsMiddleware
-from passerelle.routers import admin, chat, completions, health, metrics, models
+from passerelle.observability import Metrics, MetricsMiddleware, watch_event_loop
+from passerelle.routers import admin, audio, chat, completions, health, metrics, models
 from passerelle.state import Services
 from passerelle.streaming import ClientGone
 
@@ -56,7 +56,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.profile,
     )
     await services.warm_up()
-    tasks = [asyncio.create_task(services.monitor.run(), name="monitor")]
+    tasks = [
+        asyncio.create_task(services.monitor.run(), name="monitor"),
+        asyncio.create_task(watch_event_loop(app.state.metrics), name="event-loop-lag"),
+    ]
     if settings.preload_models:
         tasks.append(asyncio.create_task(services.control.preload(settings.preload_models), name="preload"))
     try:
@@ -82,13 +85,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.info("client disconnected; request cancelled")
         return Response(status_code=499)
 
-    for router in (health.router, metrics.router, models.router, chat.router, completions.router, admin.router):
+    for router in (health.router, metrics.router, models.router, chat.router, completions.router, audio.router, admin.router):
         app.include_router(router)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"], expose_headers=["X-Request-ID"]
         )
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_body_bytes, upload_limit=settings.max_audio_upload_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(RequestIdMiddleware)
     if settings.frontend_dist is not None and (settings.frontend_dist / "index.html").is_file():

@@ -8,6 +8,7 @@ import logging
 import re
 import uuid
 
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -48,42 +49,78 @@ class RequestIdMiddleware:
             request_id_var.reset(token)
 
 
-class BodyLimitMiddleware:
-    """Refuses bodies over `limit` bytes with 413, whether declared (Content-Length) or chunked.
+class UploadTooLarge(StarletteHTTPException):
+    """Raised from `receive` when a streamed upload passes its limit; answered as 413."""
 
-    A declared length is checked up front (the server enforces it). A chunked body is read up to
-    the limit before the app sees it, then replayed; the app never parses a truncated body.
+    code = "request_too_large"
+
+
+class BodyLimitMiddleware:
+    """Refuses bodies over their limit with 413, whether declared (Content-Length) or chunked.
+
+    JSON bodies (`limit`): a declared length is checked up front (the server enforces it); a
+    chunked body is read up to the limit before the app sees it, then replayed, so the app never
+    parses a truncated body. Multipart uploads (`upload_limit`, plus room for the form's other
+    fields) can be large: they stream through to the form parser, which spools them to disk, and
+    the count stops them with 413 as soon as they pass the limit.
     """
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    FORM_OVERHEAD = 64 * 1024
+
+    def __init__(self, app: ASGIApp, limit: int, upload_limit: int | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.upload_limit = upload_limit if upload_limit is not None else limit
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
+    def _refusal(self, limit: int) -> bytes:
+        return json.dumps(
             {
                 "error": {
-                    "message": f"Request body is larger than the limit of {self.limit} bytes.",
+                    "message": f"Request body is larger than the limit of {limit} bytes.",
                     "type": "invalid_request_error",
                     "param": None,
                     "code": "request_too_large",
                 }
             }
         ).encode()
+
+    async def _refuse(self, send: Send, limit: int) -> None:
         await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": "http.response.body", "body": self._refusal(limit)})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None:
-            if declared.isdigit() and int(declared) > self.limit:
-                await self._refuse(send)
-                return
-            await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        multipart = headers.get(b"content-type", b"").startswith(b"multipart/form-data")
+        limit = self.upload_limit + self.FORM_OVERHEAD if multipart else self.limit
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._refuse(send, limit)
             return
+        if multipart:
+            await self.app(scope, self._counting(receive, limit), send)
+        elif declared is not None:
+            await self.app(scope, receive, send)
+        else:
+            await self._buffered(scope, receive, send, limit)
+
+    def _counting(self, receive: Receive, limit: int) -> Receive:
+        size = 0
+
+        async def counted() -> Message:
+            nonlocal size
+            message = await receive()
+            if message["type"] == "http.request":
+                size += len(message.get("body", b""))
+                if size > limit:
+                    raise UploadTooLarge(413, f"Request body is larger than the limit of {limit} bytes.")
+            return message
+
+        return counted
+
+    async def _buffered(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -92,8 +129,8 @@ class BodyLimitMiddleware:
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.limit:
-                await self._refuse(send)
+            if size > limit:
+                await self._refuse(send, limit)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):

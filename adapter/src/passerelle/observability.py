@@ -5,11 +5,14 @@ One registry per app, so that several apps in one process (tests) do not collide
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+log = logging.getLogger("passerelle.observability")
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _LOAD = (0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
 
@@ -39,6 +42,12 @@ class Metrics:
         self.tokens = Counter("passerelle_tokens", "Tokens in prompts and completions.", ["model", "kind"], registry=r)
         self.generations_in_flight = Gauge("passerelle_generations_in_flight", "Generations running in Triton.", ["model"], registry=r)
         self.audio_seconds = Counter("passerelle_audio_seconds", "Seconds of audio processed.", ["model"], registry=r)
+        self.loop_lag = Histogram(
+            "passerelle_event_loop_lag_seconds",
+            "How late the adapter's event loop ran a 0.1 s timer (time it was blocked).",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
         self.load_duration = Histogram(
             "passerelle_model_load_duration_seconds", "Model loads through Triton.", ["model", "outcome"], buckets=_LOAD, registry=r
         )
@@ -75,3 +84,16 @@ class MetricsMiddleware:
             model = scope.get("state", {}).get("model", "")
             self.metrics.requests.labels(route=route, model=model, status=str(status)).inc()
             self.metrics.latency.labels(route=route, model=model).observe(time.perf_counter() - started)
+
+
+async def watch_event_loop(metrics: Metrics, interval_s: float = 0.1, warn_after_s: float = 1.0) -> None:
+    """Measures how late a periodic timer fires: anything blocking the loop delays every request,
+    including the detection of clients that went away."""
+    loop = asyncio.get_running_loop()
+    while True:
+        expected = loop.time() + interval_s
+        await asyncio.sleep(interval_s)
+        lag = max(0.0, loop.time() - expected)
+        metrics.loop_lag.observe(lag)
+        if lag > warn_after_s:
+            log.warning("the event loop was blocked for %.1f s", lag)

@@ -13,6 +13,7 @@ from passerelle.config import Settings
 from passerelle.errors import NotFound, Unavailable
 from passerelle.observability import Metrics
 from passerelle.security import AdminCheck, APIKeyCheck
+from passerelle.services.audio import AudioDecoder
 from passerelle.services.catalog import Catalog, ServedModel
 from passerelle.services.downloads import DownloadManager
 from passerelle.services.images import ImageLoader
@@ -20,6 +21,7 @@ from passerelle.services.llm import LLMService
 from passerelle.services.model_control import ModelControl
 from passerelle.services.monitor import Monitor
 from passerelle.services.prompts import ModelFilesMissing, PromptRenderer
+from passerelle.services.speech import SpeechService
 from passerelle.services.token_store import TokenStore
 from passerelle.services.triton import TritonClient
 
@@ -33,6 +35,8 @@ class Services:
     catalog: Catalog
     control: ModelControl
     llm: LLMService
+    speech: SpeechService
+    audio: AudioDecoder
     images: ImageLoader
     api_keys: APIKeyCheck
     admin: AdminCheck
@@ -57,6 +61,8 @@ class Services:
             catalog=catalog,
             control=control,
             llm=LLMService(triton, control, metrics),
+            speech=SpeechService(triton, control, metrics),
+            audio=AudioDecoder(settings),
             images=ImageLoader(settings),
             api_keys=APIKeyCheck([key.get_secret_value() for key in settings.openai_api_keys]),
             admin=AdminCheck(admin_key),

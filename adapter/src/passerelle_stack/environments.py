@@ -39,6 +39,14 @@ def _neutralise_torchvision_ops(site_packages: Path) -> None:
     path.write_text(source, encoding="utf-8")
 
 
+def _strip_torchaudio_libraries(site_packages: Path) -> None:
+    """PyPI's torchaudio is CUDA-linked (`_torchaudio.abi3.so` needs libc10_cuda.so), and pyannote
+    imports it unconditionally. Without its libraries torchaudio falls back to pure Python, which is
+    all pyannote uses here (Kaldi fbank, resampling); audio arrives already decoded."""
+    for library in (site_packages / "torchaudio" / "lib").glob("*.so"):
+        library.unlink()
+
+
 def triton_env() -> Path:
     env = home() / "envs" / f"triton-{digest(LOCK)}"
     python = env / "bin" / "python"
@@ -52,7 +60,9 @@ def triton_env() -> Path:
         if wheels:
             sync += ["--find-links", wheels]
         _run(*sync)
-        _neutralise_torchvision_ops(next((env / "lib").glob("python3*/site-packages")))
+        site_packages = next((env / "lib").glob("python3*/site-packages"))
+        _neutralise_torchvision_ops(site_packages)
+        _strip_torchaudio_libraries(site_packages)
         done.touch()
     stamp = env / f".passerelle_triton-{digest(SHARED_PACKAGE / 'src', SHARED_PACKAGE / 'pyproject.toml')}"
     if not stamp.exists():

@@ -45,6 +45,7 @@ class StackConfig:
     adapter_port: int = 8080
     extra_repositories: list[Path] = field(default_factory=list)
     adapter_env: dict[str, str] = field(default_factory=dict)
+    triton_niceness: int = 10  # CPU profile only: see start_triton
 
 
 def _wait_http(url: str, timeout: float, process: subprocess.Popen[bytes], what: str, log_path: Path) -> None:
@@ -93,6 +94,10 @@ class Stack:
             HF_TOKEN_PATH=str(self.cache / ".hf_token"),
             VLLM_HOST_IP="127.0.0.1",
             VLLM_NO_USAGE_STATS="1",
+            # No vLLM plugins: NeMo registers one (nemo_speechlm) whose failed import leaves llvmlite
+            # in vLLM's workers, where vLLM's CPU kernel rebinding then trips over it.
+            VLLM_PLUGINS="",
+            PYANNOTE_METRICS_ENABLED="false",
             DO_NOT_TRACK="1",
             TOKENIZERS_PARALLELISM="false",
         )
@@ -109,12 +114,18 @@ class Stack:
         ensure_artifacts(self.config.profile, self.env_dir / "bin" / "python", variables, self.triton_environment(self.env_dir))
         render(self.config.profile, self.repository, variables)
 
-    def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> Path:
+    def _spawn(self, name: str, command: list[str], env: dict[str, str], niceness: int = 0) -> Path:
         log_path = self.config.run_dir / f"{name}.log"
         handle = log_path.open("ab")
         # cwd is the run folder: the embedded interpreters put it on sys.path, and nothing there may shadow a package.
         self.processes[name] = subprocess.Popen(
-            command, env=env, cwd=self.config.run_dir, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            env=env,
+            cwd=self.config.run_dir,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=(lambda: os.nice(niceness)) if niceness else None,
         )
         handle.close()
         return log_path
@@ -138,11 +149,19 @@ class Stack:
             # Server readiness means the server is up; one model failing to load must not make it "not ready".
             "--strict-readiness=false",
             "--backend-config=python,shm-default-byte-size=16777216",
+            # Audio tensors are large (an hour of 16 kHz float32 PCM is 230 MB): grow the Python
+            # backend's shared memory in big steps rather than the default 1 MB.
+            "--backend-config=python,shm-growth-byte-size=67108864",
         ]
         # The small `system` model reports GPUs (NVML) and Triton's Python dependencies to the admin API.
         if (self.repository / "system" / "config.pbtxt").is_file():
             command.append("--load-model=system")
-        log_path = self._spawn("tritonserver", command, self.triton_environment(self.env_dir))
+        # On the CPU profile the engines share the host's few cores with the adapter. The engines'
+        # busy threads (vLLM's workers spin) delayed the adapter's wake-ups by seconds, enough to
+        # miss a client's disconnect until a whole generation had run; a lower priority for Triton
+        # keeps the front end responsive. GPU hosts do their heavy work on the GPU: no change there.
+        niceness = self.config.triton_niceness if self.config.profile == "cpu" else 0
+        log_path = self._spawn("tritonserver", command, self.triton_environment(self.env_dir), niceness=niceness)
         _wait_http(f"{self.triton_http}/v2/health/live", timeout, self.processes["tritonserver"], "tritonserver", log_path)
 
     def adapter_environment(self) -> dict[str, str]:

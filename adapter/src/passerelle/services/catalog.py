@@ -1,7 +1,11 @@
 """What the model repository serves, read from the repository Triton runs (the one source of truth).
 
-Each model directory says what it is: `backend: "vllm"` with `<version>/model.json` is a
-chat/completions model whose engine arguments name the weights, tokenizer and limits.
+Each model directory says what it is:
+  - `backend: "vllm"` with `<version>/model.json` is a chat/completions model whose engine
+    arguments name the weights, tokenizer and limits;
+  - a config parameter `passerelle_task` marks the audio models: `transcription` (canary),
+    `diarization` (pyannote) and `speaker_transcription` (the pipeline that combines the two,
+    whose `transcription_model` and `diarization_model` parameters name them).
 Names that clients may use resolve here: the repository key, the served (Hugging Face)
 name, its last path segment, in any case.
 """
@@ -10,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +49,7 @@ class ServedModel:
     root: str
     aliases: tuple[str, ...]
     engine_args: dict[str, Any]
+    parameters: dict[str, str] = field(default_factory=dict)
 
     @property
     def max_model_len(self) -> int | None:
@@ -95,7 +100,27 @@ def _inspect(model_dir: Path) -> RepositoryModel:
     )
 
 
+def _parameters(entry: RepositoryModel) -> dict[str, str]:
+    return {key: str(value.get("string_value", "")) for key, value in entry.config.get("parameters", {}).items()}
+
+
+def _describe_audio(entry: RepositoryModel, parameters: dict[str, str]) -> ServedModel:
+    root = parameters.get("served_name") or parameters.get("hf_repo") or entry.key
+    aliases = {entry.key, root, root.rsplit("/", 1)[-1]}
+    return ServedModel(
+        key=entry.key,
+        task=parameters["passerelle_task"],
+        root=root,
+        aliases=tuple(sorted(alias.lower() for alias in aliases)),
+        engine_args={},
+        parameters=parameters,
+    )
+
+
 def _describe(entry: RepositoryModel) -> ServedModel | None:
+    parameters = _parameters(entry)
+    if parameters.get("passerelle_task"):
+        return _describe_audio(entry, parameters)
     if entry.backend != "vllm":
         return None
     if not entry.engine_args:
@@ -135,3 +160,17 @@ class Catalog:
 
     def resolve(self, name: str) -> ServedModel | None:
         return self._by_alias.get(name.strip().lower())
+
+    def first(self, task: str) -> ServedModel | None:
+        return next((model for model in self.models.values() if model.task == task), None)
+
+    def speaker_pipeline(self, transcriber: str) -> ServedModel | None:
+        """The pipeline that attributes `transcriber`'s words to speakers, if the repository has one."""
+        return next(
+            (
+                model
+                for model in self.models.values()
+                if model.task == "speaker_transcription" and model.parameters.get("transcription_model") == transcriber
+            ),
+            None,
+        )

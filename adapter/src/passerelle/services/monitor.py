@@ -63,8 +63,13 @@ def cache_location(source: str | None, cache_dir: Path) -> Path | None:
 def parse_metrics(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
     """The samples the status needs from Triton's /metrics, by sample name (counters end in _total)."""
     wanted = {*_VLLM_GAUGES, "vllm:generation_tokens", "vllm:prompt_tokens", *_DCGM, "nv_inference_pending_request_count"}
+    # prometheus_client's parser walks the text character by character in Python; vLLM's histograms
+    # make Triton's page hundreds of kB, which took seconds of the event loop. Only the lines of the
+    # wanted families reach it.
+    prefixes = tuple(wanted)
+    lines = [line for line in text.splitlines() if (line[7:] if line.startswith(("# HELP ", "# TYPE ")) else line).startswith(prefixes)]
     found: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for family in text_string_to_metric_families(text):
+    for family in text_string_to_metric_families("\n".join(lines) + "\n"):
         if family.name not in wanted:
             continue
         for sample in family.samples:
@@ -124,7 +129,7 @@ class Monitor:
                 log.warning("Triton statistics unavailable: %s", failure.message)
             metrics_text = await self._metrics_text()
             facts = await self._system_facts(index)
-        metrics = parse_metrics(metrics_text) if metrics_text else {}
+        metrics = await asyncio.to_thread(parse_metrics, metrics_text) if metrics_text else {}
         host, caches = await asyncio.to_thread(self._local_facts)
         states = {entry["name"]: entry for entry in index}
         by_model = {entry["name"]: entry for entry in stats}

@@ -162,6 +162,8 @@ class TritonClient:
         except grpc.aio.AioRpcError as error:
             raise _from_rpc(error) from error
         finally:
-            done.set()
+            # Cancel before half-closing: Triton 2.51 can miss a cancellation that arrives after the
+            # client's end-of-requests, and then runs the request to completion.
             if not finished:
                 responses.cancel()
+            done.set()

@@ -1,0 +1,173 @@
+"""Audio uploads → 16 kHz mono float32 PCM, with ffmpeg.
+
+The content decides, never the declared MIME type or file name: ffprobe names the container,
+and only the formats below are accepted. Uploads stay on disk (Starlette spools them); ffmpeg
+reads the file in place and its output is the one copy of the PCM the adapter holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import re
+from dataclasses import dataclass
+from typing import IO
+
+import numpy as np
+
+from passerelle.config import Settings
+from passerelle.errors import InvalidRequest, PayloadTooLarge
+
+log = logging.getLogger("passerelle.audio")
+
+SAMPLE_RATE = 16_000
+_BYTES_PER_SAMPLE = 4
+_READ_BLOCK = 1 << 20
+
+# ffprobe's format names (comma-separated aliases) → the name we report.
+SUPPORTED_FORMATS = {
+    "wav": "wav",
+    "flac": "flac",
+    "mp3": "mp3",
+    "ogg": "ogg",
+    "mov": "m4a",
+    "mp4": "m4a",
+    "m4a": "m4a",
+    "aac": "aac",
+    "matroska": "webm",
+    "webm": "webm",
+}
+_DEMUXER = re.compile(r"\[([a-z0-9_,]+) @ 0x[0-9a-f]+\]\s*")
+SUPPORTED_LIST = "wav, flac, mp3, ogg (Vorbis/Opus), m4a/mp4 (AAC), aac, webm/mkv (Opus/Vorbis)"
+
+
+class UnsupportedFormat(InvalidRequest):
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"Invalid file format. {detail} Supported formats: {SUPPORTED_LIST}.", param="file", code="unsupported_format")
+
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    pcm: np.ndarray  # float32, mono, SAMPLE_RATE
+    format: str
+    upload_bytes: int
+    decode_s: float
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.pcm) / SAMPLE_RATE
+
+
+async def _run(*command: str, stdin_fd: int) -> tuple[int, bytes, bytes]:
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, pass_fds=(stdin_fd,)
+    )
+    stdout, stderr = await process.communicate()
+    return process.returncode or 0, stdout, stderr
+
+
+class AudioDecoder:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @property
+    def max_samples(self) -> int:
+        return math.ceil(self.settings.max_audio_duration_s * SAMPLE_RATE)
+
+    async def probe(self, fd: int) -> tuple[str, float | None]:
+        """The container format (our name) and its declared duration; 400 for anything unsupported."""
+        code, out, err = await _run(
+            self.settings.ffprobe_binary,
+            "-v", "error",
+            "-show_entries", "format=format_name,duration:stream=codec_type",
+            "-of", "json",
+            f"/dev/fd/{fd}",
+            stdin_fd=fd,
+        )  # fmt: skip
+        if code != 0:
+            raise self._unreadable(err.decode(errors="replace"))
+        info = json.loads(out or b"{}")
+        names = str(info.get("format", {}).get("format_name", "")).split(",")
+        known = [SUPPORTED_FORMATS[name] for name in names if name in SUPPORTED_FORMATS]
+        if not known:
+            raise UnsupportedFormat(f"The file is '{names[0] or 'unknown'}'.")
+        if not any(stream.get("codec_type") == "audio" for stream in info.get("streams", [])):
+            raise UnsupportedFormat(f"The {known[0]} file has no audio stream.")
+        duration = info.get("format", {}).get("duration")
+        return known[0], float(duration) if duration not in (None, "N/A") else None
+
+    @staticmethod
+    def _unreadable(stderr: str) -> InvalidRequest:
+        """ffprobe failed. When it names one of our containers, the file is that format, but broken."""
+        lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+        demuxers = {name for match in _DEMUXER.finditer(stderr) for name in match.group(1).split(",")}
+        known = sorted({SUPPORTED_FORMATS[name] for name in demuxers if name in SUPPORTED_FORMATS})
+        if known:
+            reason = _DEMUXER.sub("", lines[0]).strip() if lines else "unreadable"
+            return InvalidRequest(
+                f"The {known[0]} file is corrupted or truncated and cannot be decoded ({reason}).", param="file", code="invalid_audio"
+            )
+        return UnsupportedFormat("The file is not audio that ffmpeg recognises.")
+
+    async def decode(self, upload: IO[bytes], size: int) -> DecodedAudio:
+        """Probe and decode an upload already on disk (or spooled); raise the API's 4xx errors."""
+        if size == 0:
+            raise InvalidRequest("The uploaded file is empty.", param="file", code="empty_file")
+        if size > self.settings.max_audio_upload_bytes:
+            raise PayloadTooLarge(
+                f"The file is {size} bytes; the limit is {self.settings.max_audio_upload_bytes} bytes (MAX_AUDIO_UPLOAD_BYTES).",
+                param="file",
+                code="file_too_large",
+            )
+        upload.flush()
+        fd = upload.fileno()  # a spooled upload rolls over to a real file here, so ffmpeg can seek in it
+        started = asyncio.get_running_loop().time()
+        container, declared = await self.probe(fd)
+        if declared is not None and declared > self.settings.max_audio_duration_s:
+            raise self._too_long(declared)
+        pcm = await self._decode(fd)
+        if pcm.size == 0:
+            raise InvalidRequest("The file contains no decodable audio samples.", param="file", code="invalid_audio")
+        return DecodedAudio(pcm, container, size, asyncio.get_running_loop().time() - started)
+
+    def _too_long(self, seconds: float) -> PayloadTooLarge:
+        return PayloadTooLarge(
+            f"The audio lasts {seconds:.0f} s; the limit is {self.settings.max_audio_duration_s:.0f} s (MAX_AUDIO_DURATION_S).",
+            param="file",
+            code="audio_too_long",
+        )
+
+    async def _decode(self, fd: int) -> np.ndarray:
+        limit = (self.max_samples + 1) * _BYTES_PER_SAMPLE
+        process = await asyncio.create_subprocess_exec(
+            self.settings.ffmpeg_binary,
+            "-nostdin", "-hide_banner", "-v", "error",
+            "-i", f"/dev/fd/{fd}",
+            "-map", "0:a:0", "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "f32le", "-",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            pass_fds=(fd,),
+        )  # fmt: skip
+        assert process.stdout is not None and process.stderr is not None
+        errors = asyncio.ensure_future(process.stderr.read())
+        pcm = bytearray()
+        try:
+            while block := await process.stdout.read(_READ_BLOCK):
+                pcm += block
+                if len(pcm) > limit:
+                    raise self._too_long(len(pcm) / _BYTES_PER_SAMPLE / SAMPLE_RATE)
+            code = await process.wait()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        stderr = (await errors).decode(errors="replace").strip()
+        if code != 0:
+            last = stderr.splitlines()[-1] if stderr else f"ffmpeg exited with {code}"
+            raise InvalidRequest(f"The audio could not be decoded: {last}", param="file", code="invalid_audio")
+        if stderr:
+            log.info("ffmpeg decoded with warnings: %s", stderr.splitlines()[-1])
+        usable = len(pcm) - len(pcm) % _BYTES_PER_SAMPLE
+        return np.frombuffer(pcm, dtype=np.float32, count=usable // _BYTES_PER_SAMPLE)

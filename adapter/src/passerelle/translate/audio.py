@@ -1,0 +1,272 @@
+"""Audio requests ↔ the `canary`, `pyannote` and `speaker_transcript` tensors, and the response formats.
+
+Triton side (README, "Audio tensors"): PCM goes in as `audio` (FP32, 16 kHz mono); texts come
+back as BYTES lists with [start, end] FP32 pairs beside them. Client side: OpenAI's json, text,
+srt, vtt, verbose_json and diarized_json, and the seed's shapes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from tritonclient.grpc import InferInput, InferRequestedOutput, InferResult
+
+from passerelle.schemas.audio import (
+    DiarizedSegment,
+    Segment,
+    SpeakerCounts,
+    SpeakerTurn,
+    Transcription,
+    TranscriptionDiarized,
+    TranscriptionVerbose,
+    Usage,
+    Word,
+)
+
+# Canary-1b-v2's languages (ISO 639-1), with the names OpenAI's verbose_json reports.
+LANGUAGES = {
+    "bg": "bulgarian", "cs": "czech", "da": "danish", "de": "german", "el": "greek", "en": "english",
+    "es": "spanish", "et": "estonian", "fi": "finnish", "fr": "french", "hr": "croatian", "hu": "hungarian",
+    "it": "italian", "lt": "lithuanian", "lv": "latvian", "mt": "maltese", "nl": "dutch", "pl": "polish",
+    "pt": "portuguese", "ro": "romanian", "ru": "russian", "sk": "slovak", "sl": "slovenian", "sv": "swedish",
+    "uk": "ukrainian",
+}  # fmt: skip
+_CODES_BY_NAME = {name: code for code, name in LANGUAGES.items()}
+
+TRANSCRIPTION_OUTPUTS = ("text", "words", "word_times", "segments", "segment_times", "speech_times", "chunk_times", "duration")
+DIARIZATION_OUTPUTS = ("speakers", "turn_times", "rttm", "duration")
+SPEAKER_TRANSCRIPT_OUTPUTS = (
+    "text", "segments", "segment_speakers", "segment_times", "words", "word_speakers", "word_times",
+    "speakers", "turn_times", "rttm", "duration",
+)  # fmt: skip
+
+
+def language_code(value: str) -> str | None:
+    """An ISO 639-1 code, a regional variant of one (en-US) or an English name → the code; None if unknown."""
+    lowered = value.strip().lower().replace("_", "-")
+    if lowered in _CODES_BY_NAME:
+        return _CODES_BY_NAME[lowered]
+    base = lowered.split("-", 1)[0]
+    return base if base in LANGUAGES else None
+
+
+@dataclass(frozen=True)
+class Span:
+    text: str
+    start: float
+    end: float
+    speaker: str | None = None
+
+
+@dataclass
+class Transcript:
+    text: str
+    duration: float
+    words: list[Span] = field(default_factory=list)
+    segments: list[Span] = field(default_factory=list)
+    chunks: list[tuple[float, float]] = field(default_factory=list)
+    speech: list[tuple[float, float]] = field(default_factory=list)
+    turns: list[Span] = field(default_factory=list)
+    rttm: str | None = None
+    model_seconds: float = 0.0  # time spent in the Triton call, for the timing headers
+
+    @property
+    def speech_detected(self) -> bool:
+        """Whether any speech was found: VAD regions from Canary, or speaker turns from the pipeline."""
+        return bool(self.speech or self.turns or self.words or self.text.strip())
+
+
+@dataclass
+class Diarization:
+    turns: list[Span]
+    rttm: str
+    duration: float
+
+    @property
+    def speakers(self) -> list[str]:
+        return sorted({turn.speaker or "" for turn in self.turns})
+
+
+# Triton inputs ------------------------------------------------------------------------------
+
+
+def _audio(pcm: np.ndarray) -> InferInput:
+    tensor = InferInput("audio", [int(pcm.size)], "FP32")
+    tensor.set_data_from_numpy(pcm)
+    return tensor
+
+
+def _text(name: str, value: str) -> InferInput:
+    tensor = InferInput(name, [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([value.encode()], dtype=np.object_))
+    return tensor
+
+
+def _flag(name: str, value: bool) -> InferInput:
+    tensor = InferInput(name, [1], "BOOL")
+    tensor.set_data_from_numpy(np.array([value], dtype=np.bool_))
+    return tensor
+
+
+def _count(name: str, value: int) -> InferInput:
+    tensor = InferInput(name, [1], "INT32")
+    tensor.set_data_from_numpy(np.array([value], dtype=np.int32))
+    return tensor
+
+
+def _speaker_counts(counts: SpeakerCounts) -> list[InferInput]:
+    values = {"num_speakers": counts.num_speakers, "min_speakers": counts.min_speakers, "max_speakers": counts.max_speakers}
+    return [_count(name, value) for name, value in values.items() if value is not None]
+
+
+def transcription_inputs(pcm: np.ndarray, source: str, target: str, *, punctuation: bool, timestamps: bool) -> list[InferInput]:
+    return [
+        _audio(pcm),
+        _text("source_language", source),
+        _text("target_language", target),
+        _flag("punctuation", punctuation),
+        _flag("timestamps", timestamps),
+    ]
+
+
+def diarization_inputs(pcm: np.ndarray, counts: SpeakerCounts) -> list[InferInput]:
+    return [_audio(pcm), *_speaker_counts(counts)]
+
+
+def speaker_transcript_inputs(pcm: np.ndarray, source: str, target: str, *, punctuation: bool, counts: SpeakerCounts) -> list[InferInput]:
+    return [
+        _audio(pcm),
+        _text("source_language", source),
+        _text("target_language", target),
+        _flag("punctuation", punctuation),
+        *_speaker_counts(counts),
+    ]
+
+
+def requested(names: tuple[str, ...]) -> list[InferRequestedOutput]:
+    return [InferRequestedOutput(name) for name in names]
+
+
+# Triton outputs -----------------------------------------------------------------------------
+
+
+def _strings(result: InferResult, name: str) -> list[str]:
+    array = result.as_numpy(name)
+    return [] if array is None else [value.decode("utf-8", errors="replace") for value in array.reshape(-1)]
+
+
+def _pairs(result: InferResult, name: str) -> list[tuple[float, float]]:
+    array = result.as_numpy(name)
+    return [] if array is None else [(round(float(a), 3), round(float(b), 3)) for a, b in array.reshape(-1, 2)]
+
+
+def _duration(result: InferResult) -> float:
+    array = result.as_numpy("duration")
+    return round(float(array.reshape(-1)[0]), 3) if array is not None else 0.0
+
+
+def _spans(texts: list[str], times: list[tuple[float, float]], speakers: list[str] | None = None) -> list[Span]:
+    labels: list[str | None] = list(speakers) if speakers is not None else [None] * len(texts)
+    return [Span(text, start, end, label or None) for text, (start, end), label in zip(texts, times, labels, strict=True)]
+
+
+def parse_transcription(result: InferResult) -> Transcript:
+    return Transcript(
+        text=(_strings(result, "text") or [""])[0],
+        duration=_duration(result),
+        words=_spans(_strings(result, "words"), _pairs(result, "word_times")),
+        segments=_spans(_strings(result, "segments"), _pairs(result, "segment_times")),
+        chunks=_pairs(result, "chunk_times"),
+        speech=_pairs(result, "speech_times"),
+    )
+
+
+def parse_diarization(result: InferResult) -> Diarization:
+    return Diarization(
+        turns=_spans([""] * len(_strings(result, "speakers")), _pairs(result, "turn_times"), _strings(result, "speakers")),
+        rttm=(_strings(result, "rttm") or [""])[0],
+        duration=_duration(result),
+    )
+
+
+def parse_speaker_transcript(result: InferResult) -> Transcript:
+    speakers = _strings(result, "speakers")
+    return Transcript(
+        text=(_strings(result, "text") or [""])[0],
+        duration=_duration(result),
+        words=_spans(_strings(result, "words"), _pairs(result, "word_times"), _strings(result, "word_speakers")),
+        segments=_spans(_strings(result, "segments"), _pairs(result, "segment_times"), _strings(result, "segment_speakers")),
+        turns=_spans([""] * len(speakers), _pairs(result, "turn_times"), speakers),
+        rttm=(_strings(result, "rttm") or [""])[0],
+    )
+
+
+# Response formats ---------------------------------------------------------------------------
+
+
+def _usage(transcript: Transcript) -> Usage:
+    return Usage(seconds=round(transcript.duration, 3))
+
+
+def _seek(chunks: list[tuple[float, float]], start: float) -> int:
+    window = next((chunk_start for chunk_start, chunk_end in chunks if chunk_start <= start < chunk_end), 0.0)
+    return round(window * 100)
+
+
+def as_json(transcript: Transcript) -> Transcription:
+    return Transcription(text=transcript.text, usage=_usage(transcript))
+
+
+def as_verbose(transcript: Transcript, *, task: str, language: str, words: bool, segments: bool) -> TranscriptionVerbose:
+    return TranscriptionVerbose(
+        task="translate" if task == "translate" else "transcribe",
+        language=LANGUAGES.get(language, language),
+        duration=transcript.duration,
+        text=transcript.text,
+        segments=[
+            Segment(id=index, seek=_seek(transcript.chunks, span.start), start=span.start, end=span.end, text=span.text)
+            for index, span in enumerate(transcript.segments)
+        ]
+        if segments
+        else None,
+        words=[Word(word=span.text, start=span.start, end=span.end) for span in transcript.words] if words else None,
+        usage=_usage(transcript),
+    )
+
+
+def as_diarized(transcript: Transcript) -> TranscriptionDiarized:
+    return TranscriptionDiarized(
+        duration=transcript.duration,
+        text=transcript.text,
+        segments=[
+            DiarizedSegment(id=f"seg_{index}", start=span.start, end=span.end, text=span.text, speaker=span.speaker or "unknown")
+            for index, span in enumerate(transcript.segments)
+        ],
+        usage=_usage(transcript),
+    )
+
+
+def _clock(seconds: float, separator: str) -> str:
+    millis = round(seconds * 1000)
+    hours, rest = divmod(millis, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    secs, millis = divmod(rest, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
+
+
+def as_srt(transcript: Transcript) -> str:
+    blocks = [
+        f"{index}\n{_clock(span.start, ',')} --> {_clock(span.end, ',')}\n{span.text.strip()}\n"
+        for index, span in enumerate(transcript.segments, start=1)
+    ]
+    return "\n".join(blocks)
+
+
+def as_vtt(transcript: Transcript) -> str:
+    blocks = [f"{_clock(span.start, '.')} --> {_clock(span.end, '.')}\n{span.text.strip()}\n" for span in transcript.segments]
+    return "WEBVTT\n\n" + "\n".join(blocks)
+
+
+def turns(diarization: Diarization) -> list[SpeakerTurn]:
+    return [SpeakerTurn(speaker=span.speaker or "", start=span.start, end=span.end) for span in diarization.turns]

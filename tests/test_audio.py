@@ -1,0 +1,483 @@
+"""Audio through the whole stack: real ffmpeg, real Triton, NeMo Canary and pyannote on tiny random
+weights. The words are gibberish, so the tests check structure, timing consistency and errors."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import openai
+import pytest
+import tritonclient.grpc as grpcclient
+
+from conftest import API_KEYS, free_port, png_bytes
+from passerelle_stack.launcher import Stack
+from speech import SpeechSet, build
+
+AUTH = {"Authorization": f"Bearer {API_KEYS[0]}"}
+# How far a timestamp may stray outside the audio (rounding to milliseconds).
+EPSILON_S = 0.01
+# silero-vad on the same 16 kHz PCM, run independently of the server (Triton's Python has it).
+VAD_SCRIPT = """
+import json, sys, numpy, soundfile, torch
+from silero_vad import get_speech_timestamps, load_silero_vad
+torch.set_num_threads(1)
+pcm, rate = soundfile.read(sys.argv[1], dtype="float32")
+regions = get_speech_timestamps(torch.from_numpy(pcm), load_silero_vad(), sampling_rate=rate, return_seconds=True)
+print(json.dumps([[r["start"], r["end"]] for r in regions]))
+"""
+
+
+@pytest.fixture(scope="session")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> SpeechSet:
+    return build(tmp_path_factory.mktemp("speech"))
+
+
+@pytest.fixture(scope="session")
+def vad_regions(stack: Stack) -> Iterator[dict[Path, list[tuple[float, float]]]]:
+    cache: dict[Path, list[tuple[float, float]]] = {}
+
+    def regions(path: Path) -> list[tuple[float, float]]:
+        if path not in cache:
+            out = subprocess.run(
+                [str(stack.env_dir / "bin" / "python"), "-c", VAD_SCRIPT, str(path)], check=True, capture_output=True, text=True
+            ).stdout
+            cache[path] = [(start, end) for start, end in json.loads(out.strip().splitlines()[-1])]
+        return cache[path]
+
+    yield regions  # type: ignore[misc]
+
+
+def pcm16k(path: Path) -> np.ndarray:
+    command = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-ac", "1", "-ar", "16000", "-f", "f32le", "-"]
+    raw = subprocess.run(command, check=True, capture_output=True).stdout
+    return np.frombuffer(raw, dtype=np.float32)
+
+
+def upload(path: Path, name: str | None = None, mime: str = "application/octet-stream") -> dict[str, tuple[str, bytes, str]]:
+    return {"file": (name or path.name, path.read_bytes(), mime)}
+
+
+def assert_spans(spans: list[dict[str, float]], duration: float) -> None:
+    """Each span within the audio, ordered by start, none ending before it starts."""
+    starts = [span["start"] for span in spans]
+    assert starts == sorted(starts), starts
+    for span in spans:
+        assert -EPSILON_S <= span["start"] <= span["end"] <= duration + EPSILON_S, (span, duration)
+
+
+def covered(region: tuple[float, float], spans: list[tuple[float, float]]) -> float:
+    start, end = region
+    shared = sum(max(0.0, min(end, b) - max(start, a)) for a, b in spans)
+    return shared / (end - start)
+
+
+# OpenAI SDK ---------------------------------------------------------------------------------
+
+
+def test_models_list_the_audio_models(client: openai.OpenAI) -> None:
+    tasks = {model.id: model.model_extra.get("task") for model in client.models.list().data}  # type: ignore[union-attr]
+    assert tasks["canary"] == "transcription" and tasks["pyannote"] == "diarization"
+    assert tasks["speaker_transcript"] == "speaker_transcription" and tasks["qwen"] == "chat"
+
+
+def test_transcription_json(client: openai.OpenAI, speech: SpeechSet) -> None:
+    with speech.dialogue.open("rb") as audio:
+        result = client.audio.transcriptions.create(model="canary", file=audio)
+    assert isinstance(result.text, str)
+    usage = result.model_dump()["usage"]
+    assert usage["type"] == "duration" and usage["seconds"] == pytest.approx(speech.dialogue_s, abs=0.05)
+
+
+def test_transcription_text(client: openai.OpenAI, speech: SpeechSet) -> None:
+    with speech.dialogue.open("rb") as audio:
+        text = client.audio.transcriptions.create(model="canary", file=audio, response_format="text")
+    assert isinstance(text, str) and not text.lstrip().startswith("{")
+
+
+def test_transcription_verbose_json_with_words_and_segments(client: openai.OpenAI, speech: SpeechSet) -> None:
+    with speech.dialogue.open("rb") as audio:
+        result = client.audio.transcriptions.create(
+            model="canary", file=audio, response_format="verbose_json", timestamp_granularities=["word", "segment"], language="en"
+        )
+    body = result.model_dump()
+    assert body["task"] == "transcribe" and body["language"] == "english"
+    assert body["duration"] == pytest.approx(speech.dialogue_s, abs=0.05)
+    assert body["words"] and body["segments"], body
+    assert_spans(body["words"], body["duration"])
+    assert_spans(body["segments"], body["duration"])
+    for index, segment in enumerate(body["segments"]):
+        assert segment["id"] == index and segment["seek"] >= 0
+        # Canary gives no log-probabilities or no-speech probabilities: null, not invented.
+        assert segment["avg_logprob"] is None and segment["no_speech_prob"] is None and segment["compression_ratio"] is None
+    assert " ".join(word["word"] for word in body["words"]).split() == body["text"].split() or body["text"]
+
+
+def test_verbose_json_defaults_to_segments_only(client: openai.OpenAI, speech: SpeechSet) -> None:
+    with speech.dialogue.open("rb") as audio:
+        body = client.audio.transcriptions.create(model="canary", file=audio, response_format="verbose_json").model_dump()
+    assert body["segments"] and body["words"] is None
+
+
+@pytest.mark.parametrize("fmt", ["srt", "vtt"])
+def test_subtitles(client: openai.OpenAI, speech: SpeechSet, fmt: str) -> None:
+    with speech.dialogue.open("rb") as audio:
+        text = client.audio.transcriptions.create(model="canary", file=audio, response_format=fmt)
+    separator = "," if fmt == "srt" else r"\."
+    cue = re.compile(rf"(\d\d):(\d\d):(\d\d){separator}(\d\d\d) --> (\d\d):(\d\d):(\d\d){separator}(\d\d\d)")
+    times = [
+        (int(h) * 3600 + int(m) * 60 + int(s) + int(ms) / 1000, int(h2) * 3600 + int(m2) * 60 + int(s2) + int(ms2) / 1000)
+        for h, m, s, ms, h2, m2, s2, ms2 in cue.findall(text)
+    ]
+    assert times, text
+    assert_spans([{"start": a, "end": b} for a, b in times], speech.dialogue_s)
+    if fmt == "vtt":
+        assert text.startswith("WEBVTT\n")
+    else:
+        assert text.lstrip().startswith("1\n")
+
+
+def test_translation_to_english(client: openai.OpenAI, speech: SpeechSet) -> None:
+    with speech.dialogue.open("rb") as audio:
+        result = client.audio.translations.create(model="canary", file=audio, response_format="verbose_json", extra_body={"language": "de"})
+    body = result.model_dump()
+    assert body["task"] == "translate" and body["language"] == "english" and isinstance(body["text"], str)
+
+
+def test_translation_needs_the_source_language(client: openai.OpenAI, speech: SpeechSet) -> None:
+    with speech.dialogue.open("rb") as audio, pytest.raises(openai.BadRequestError) as error:
+        client.audio.translations.create(model="canary", file=audio)
+    assert error.value.body["code"] == "missing_source_language"  # type: ignore[index]
+    assert "language" in error.value.body["message"]  # type: ignore[index]
+
+
+def test_any_to_any_translation_through_target_language(client: openai.OpenAI, speech: SpeechSet) -> None:
+    with speech.dialogue.open("rb") as audio:
+        result = client.audio.transcriptions.create(
+            model="canary", file=audio, response_format="verbose_json", language="en", extra_body={"target_language": "fr"}
+        )
+    body = result.model_dump()
+    assert body["language"] == "french" and body["task"] == "translate"
+
+
+def test_diarized_json(client: openai.OpenAI, speech: SpeechSet, vad_regions) -> None:  # type: ignore[no-untyped-def]
+    with speech.dialogue.open("rb") as audio:
+        result = client.audio.transcriptions.create(
+            model="canary", file=audio, response_format="diarized_json", extra_body={"num_speakers": 2}
+        )
+    body = result.model_dump()
+    assert body["task"] == "transcribe" and body["duration"] == pytest.approx(speech.dialogue_s, abs=0.05)
+    segments = body["segments"]
+    assert segments, body
+    assert_spans(segments, body["duration"])
+    for index, segment in enumerate(segments):
+        assert segment["type"] == "transcript.text.segment" and segment["id"] == f"seg_{index}"
+        assert segment["speaker"] and isinstance(segment["text"], str)
+    # Tolerance: the segments come from Canary's word timestamps, so short pauses between words
+    # are not covered; over the dialogue they must still cover most of every VAD speech region.
+    spans = [(s["start"], s["end"]) for s in segments]
+    for region in vad_regions(speech.dialogue):
+        assert covered(region, spans) >= 0.5, (region, spans)
+
+
+def test_speaker_counts_need_diarized_json(http: httpx.Client, speech: SpeechSet) -> None:
+    response = http.post("/v1/audio/transcriptions", data={"model": "canary", "num_speakers": "2"}, files=upload(speech.dialogue))
+    assert response.status_code == 400 and response.json()["error"]["param"] == "num_speakers"
+
+
+# Formats and errors -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("container", ["wav", "flac", "mp3", "ogg", "opus", "m4a", "aac", "webm"])
+def test_every_supported_format_decodes(http: httpx.Client, speech: SpeechSet, container: str) -> None:
+    response = http.post("/v1/audio/transcriptions", data={"model": "canary"}, files=upload(speech.encoded[container]))
+    assert response.status_code == 200, response.text
+    assert response.json()["usage"]["seconds"] == pytest.approx(speech.dialogue_s, abs=0.1)
+    assert float(response.headers["x-audio-duration"]) == pytest.approx(speech.dialogue_s, abs=0.1)
+    assert "decode;dur=" in response.headers["server-timing"]
+
+
+def test_content_decides_not_the_declared_type(http: httpx.Client, speech: SpeechSet) -> None:
+    files = {"file": ("picture.png", speech.encoded["mp3"].read_bytes(), "image/png")}
+    response = http.post("/v1/audio/transcriptions", data={"model": "canary"}, files=files)
+    assert response.status_code == 200, response.text
+
+
+def error_of(response: httpx.Response, status: int) -> dict[str, str]:
+    assert response.status_code == status, response.text
+    error: dict[str, str] = response.json()["error"]
+    assert error["message"] and error["type"] == "invalid_request_error"
+    return error
+
+
+@pytest.mark.parametrize("route", ["/v1/audio/transcriptions", "/api/audio/transcribe", "/api/diarization/process"])
+def test_a_png_is_an_unsupported_format(http: httpx.Client, route: str) -> None:
+    files = {"file": ("audio.wav", png_bytes(32, 32), "audio/wav")}
+    data = {"model": "canary"} if route.startswith("/v1") else {}
+    assert error_of(http.post(route, data=data, files=files), 400)["code"] == "unsupported_format"
+
+
+def test_random_bytes_are_an_unsupported_format(http: httpx.Client) -> None:
+    files = {"file": ("audio.mp3", bytes(range(256)) * 40, "audio/mpeg")}
+    error = error_of(http.post("/v1/audio/transcriptions", data={"model": "canary"}, files=files), 400)
+    assert error["code"] == "unsupported_format" and error["param"] == "file"
+
+
+def test_a_truncated_file_is_invalid_audio(http: httpx.Client, speech: SpeechSet) -> None:
+    files = {"file": ("talk.m4a", speech.encoded["m4a"].read_bytes()[:3000], "audio/mp4")}
+    error = error_of(http.post("/v1/audio/transcriptions", data={"model": "canary"}, files=files), 400)
+    assert error["code"] == "invalid_audio" and "m4a" in error["message"]
+
+
+def test_an_empty_upload(http: httpx.Client) -> None:
+    files = {"file": ("empty.wav", b"", "audio/wav")}
+    assert error_of(http.post("/v1/audio/transcriptions", data={"model": "canary"}, files=files), 400)["code"] == "empty_file"
+
+
+def test_an_unknown_model(http: httpx.Client, speech: SpeechSet) -> None:
+    response = http.post("/v1/audio/transcriptions", data={"model": "whisper-9"}, files=upload(speech.silence))
+    error = error_of(response, 404)
+    assert error["code"] == "model_not_found" and "canary" in error["message"]
+
+
+def test_a_chat_model_is_not_a_transcription_model(http: httpx.Client, speech: SpeechSet) -> None:
+    response = http.post("/v1/audio/transcriptions", data={"model": "qwen"}, files=upload(speech.silence))
+    assert error_of(response, 404)["code"] == "model_not_found"
+
+
+@pytest.mark.parametrize(
+    ("data", "param"),
+    [
+        ({}, "model"),
+        ({"model": "canary", "response_format": "docx"}, "response_format"),
+        ({"model": "canary", "language": "tlh"}, "language"),
+        ({"model": "canary", "temperature": "3"}, "temperature"),
+        ({"model": "canary", "timestamp_granularities[]": "word"}, "timestamp_granularities"),
+        ({"model": "canary", "stream": "true"}, "stream"),
+        ({"model": "canary", "include[]": "logprobs"}, "include"),
+        ({"model": "canary", "surprise": "1"}, "surprise"),
+    ],
+)
+def test_bad_transcription_fields(http: httpx.Client, speech: SpeechSet, data: dict[str, str], param: str) -> None:
+    error = error_of(http.post("/v1/audio/transcriptions", data=data, files=upload(speech.silence)), 400)
+    assert error["param"] == param, error
+
+
+def test_missing_file_and_wrong_content_type(http: httpx.Client) -> None:
+    no_file = http.post("/v1/audio/transcriptions", data={"model": "canary"})
+    assert error_of(no_file, 400)["code"] in ("missing_file", "invalid_content_type")
+    assert error_of(http.post("/v1/audio/transcriptions", json={"model": "canary"}), 400)["code"] == "invalid_content_type"
+
+
+def test_audio_needs_an_api_key(adapter_url: str, speech: SpeechSet) -> None:
+    response = httpx.post(f"{adapter_url}/v1/audio/transcriptions", data={"model": "canary"}, files=upload(speech.silence))
+    assert response.status_code == 401
+
+
+def test_silence_is_an_empty_transcript(http: httpx.Client, speech: SpeechSet) -> None:
+    response = http.post(
+        "/v1/audio/transcriptions",
+        data={"model": "canary", "response_format": "verbose_json", "timestamp_granularities[]": ["word", "segment"]},
+        files=upload(speech.silence),
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["text"] == "" and body["words"] == [] and body["segments"] == []
+    assert body["duration"] == pytest.approx(4.0, abs=0.05)
+    assert response.headers["x-speech-detected"] == "false"
+
+
+@pytest.fixture(scope="module")
+def strict_adapter(stack: Stack) -> Iterator[str]:
+    """A second adapter on the same Triton with small upload and duration limits."""
+    url = stack.start_adapter(
+        name="adapter-audio-limits",
+        port=free_port(),
+        env={"MAX_AUDIO_UPLOAD_BYTES": "200000", "MAX_AUDIO_DURATION_S": "10", "OPENAI_API_KEYS": ""},
+    )
+    yield url
+    stack.stop(names=["adapter-audio-limits"])
+
+
+def test_an_oversized_upload_is_413(strict_adapter: str, speech: SpeechSet) -> None:
+    response = httpx.post(f"{strict_adapter}/v1/audio/transcriptions", data={"model": "canary"}, files=upload(speech.encoded["wav"]))
+    assert error_of(response, 413)["code"] in ("file_too_large", "request_too_large")
+    response = httpx.post(f"{strict_adapter}/api/audio/transcribe", files=upload(speech.encoded["wav"]))
+    assert error_of(response, 413)["code"] in ("file_too_large", "request_too_large")
+
+
+def test_a_streamed_oversized_upload_is_413(strict_adapter: str, speech: SpeechSet) -> None:
+    """Without Content-Length (chunked), the count stops the upload as it passes the limit."""
+    boundary = "passerelle-boundary"
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\ncanary\r\n'
+    head += f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\nContent-Type: audio/wav\r\n\r\n'
+    payload = speech.encoded["wav"].read_bytes()
+
+    def chunks() -> Iterator[bytes]:
+        yield head.encode()
+        for offset in range(0, len(payload), 65536):
+            yield payload[offset : offset + 65536]
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    response = httpx.post(f"{strict_adapter}/v1/audio/transcriptions", content=chunks(), headers=headers)
+    assert error_of(response, 413)["code"] == "request_too_large"
+
+
+def test_too_long_audio_is_413(strict_adapter: str, speech: SpeechSet) -> None:
+    response = httpx.post(f"{strict_adapter}/v1/audio/transcriptions", data={"model": "canary"}, files=upload(speech.encoded["mp3"]))
+    error = error_of(response, 413)
+    assert error["code"] == "audio_too_long" and "MAX_AUDIO_DURATION_S" in error["message"]
+
+
+# Seed routes --------------------------------------------------------------------------------
+
+
+def test_seed_transcribe(http: httpx.Client, speech: SpeechSet) -> None:
+    response = http.post("/api/audio/transcribe", files=upload(speech.dialogue))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert isinstance(body["text"], str) and body["sampling_rate"] == 16000 and body["language"] == "en"
+    assert "segments" not in body
+
+
+def test_seed_transcribe_with_timestamps(http: httpx.Client, speech: SpeechSet) -> None:
+    response = http.post("/api/audio/transcribe", data={"timestamps": "true", "language": "en"}, files=upload(speech.encoded["flac"]))
+    body = response.json()
+    assert response.status_code == 200 and body["segments"] and body["words"], body
+    assert_spans(body["segments"], body["duration"])
+    assert_spans(body["words"], body["duration"])
+
+
+def test_seed_transcribe_with_diarization(http: httpx.Client, speech: SpeechSet) -> None:
+    response = http.post("/api/audio/transcribe", data={"diarization": "true", "max_speakers": "3"}, files=upload(speech.dialogue))
+    body = response.json()
+    assert response.status_code == 200, body
+    assert body["speakers"] and body["segments"]
+    assert_spans(body["speakers"], body["duration"])
+    assert all(segment["speaker"] for segment in body["segments"])
+
+
+def test_seed_diarization(http: httpx.Client, speech: SpeechSet, vad_regions) -> None:  # type: ignore[no-untyped-def]
+    response = http.post("/api/diarization/process", data={"num_speakers": "2", "rttm": "true"}, files=upload(speech.encoded["ogg"]))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["sampling_rate"] == 16000 and body["duration"] == pytest.approx(speech.dialogue_s, abs=0.1)
+    segments = body["segments"]
+    assert segments and set(body["speakers"]) == {s["speaker"] for s in segments} and body["num_speakers"] == len(body["speakers"])
+    assert_spans(segments, body["duration"])
+    lines = body["rttm"].strip().splitlines()
+    assert len(lines) == len(segments)
+    for line, segment in zip(lines, segments, strict=True):
+        fields = line.split()
+        assert fields[0] == "SPEAKER" and fields[7] == segment["speaker"]
+        assert float(fields[3]) == pytest.approx(segment["start"], abs=0.002)
+        assert float(fields[4]) == pytest.approx(segment["end"] - segment["start"], abs=0.002)
+    # Tolerance: pyannote's turns must cover at least half of every silero-vad speech region.
+    for region in vad_regions(speech.dialogue):
+        assert covered(region, [(s["start"], s["end"]) for s in segments]) >= 0.5, region
+
+
+def test_seed_diarization_refuses_inconsistent_counts(http: httpx.Client, speech: SpeechSet) -> None:
+    data = {"num_speakers": "2", "min_speakers": "1"}
+    assert error_of(http.post("/api/diarization/process", data=data, files=upload(speech.silence)), 400)["code"] == "invalid_value"
+    data = {"min_speakers": "3", "max_speakers": "2"}
+    assert error_of(http.post("/api/diarization/process", data=data, files=upload(speech.silence)), 400)["code"] == "invalid_value"
+
+
+# Native Triton clients ----------------------------------------------------------------------
+
+
+def _infer(triton: grpcclient.InferenceServerClient, model: str, inputs: dict[str, np.ndarray]) -> grpcclient.InferResult:
+    tensors = []
+    for name, array in inputs.items():
+        dtype = {np.float32: "FP32", np.int32: "INT32", np.bool_: "BOOL", np.object_: "BYTES"}[array.dtype.type]
+        tensor = grpcclient.InferInput(name, list(array.shape), dtype)
+        tensor.set_data_from_numpy(array)
+        tensors.append(tensor)
+    return triton.infer(model, tensors, client_timeout=600)
+
+
+def test_native_canary(triton: grpcclient.InferenceServerClient, speech: SpeechSet, http: httpx.Client) -> None:
+    http.post("/api/audio/transcribe", files=upload(speech.silence))  # makes sure canary is loaded
+    pcm = pcm16k(speech.dialogue)
+    result = _infer(
+        triton,
+        "canary",
+        {"audio": pcm, "source_language": np.array([b"en"], dtype=np.object_), "timestamps": np.array([True])},
+    )
+    duration = float(result.as_numpy("duration")[0])
+    assert duration == pytest.approx(len(pcm) / 16000, abs=0.001)
+    words = result.as_numpy("words")
+    times = result.as_numpy("word_times")
+    assert times.shape == (len(words), 2) and len(words) > 0
+    assert np.all(times[:, 0] <= times[:, 1]) and np.all(np.diff(times[:, 0]) >= 0) and times.max() <= duration + EPSILON_S
+    assert result.as_numpy("text")[0].decode() == " ".join(w.decode() for w in words) or result.as_numpy("text")[0]
+
+
+def test_native_canary_rejects_an_unknown_language(triton: grpcclient.InferenceServerClient, speech: SpeechSet) -> None:
+    with pytest.raises(grpcclient.InferenceServerException) as error:
+        _infer(triton, "canary", {"audio": pcm16k(speech.silence), "source_language": np.array([b"xx"], dtype=np.object_)})
+    assert "INVALID_ARG" in str(error.value.status()) and "xx" in error.value.message()
+
+
+def test_native_pyannote(triton: grpcclient.InferenceServerClient, speech: SpeechSet, http: httpx.Client) -> None:
+    http.post("/api/diarization/process", files=upload(speech.silence))  # makes sure pyannote is loaded
+    pcm = pcm16k(speech.dialogue)
+    result = _infer(triton, "pyannote", {"audio": pcm, "num_speakers": np.array([2], dtype=np.int32)})
+    speakers, times = result.as_numpy("speakers"), result.as_numpy("turn_times")
+    assert times.shape == (len(speakers), 2) and len(speakers) > 0
+    assert times.min() >= 0 and times.max() <= len(pcm) / 16000 + EPSILON_S
+    assert len(result.as_numpy("rttm")[0].decode().strip().splitlines()) == len(speakers)
+
+
+def test_native_speaker_transcript_matches_the_adapter(
+    triton: grpcclient.InferenceServerClient, speech: SpeechSet, client: openai.OpenAI
+) -> None:
+    with speech.dialogue.open("rb") as audio:
+        through_adapter = client.audio.transcriptions.create(model="canary", file=audio, response_format="diarized_json").model_dump()
+    result = _infer(triton, "speaker_transcript", {"audio": pcm16k(speech.dialogue)})
+    native = [
+        (speaker.decode(), round(float(start), 3), round(float(end), 3), text.decode())
+        for speaker, (start, end), text in zip(
+            result.as_numpy("segment_speakers"), result.as_numpy("segment_times"), result.as_numpy("segments"), strict=True
+        )
+    ]
+    adapted = [(s["speaker"], s["start"], s["end"], s["text"]) for s in through_adapter["segments"]]
+    assert native == adapted and result.as_numpy("text")[0].decode() == through_adapter["text"]
+
+
+# Long audio ---------------------------------------------------------------------------------
+
+
+def test_long_audio_is_chunked_at_silences_without_truncation(
+    triton: grpcclient.InferenceServerClient, speech: SpeechSet, vad_regions, http: httpx.Client
+) -> None:  # type: ignore[no-untyped-def]
+    http.post("/api/audio/transcribe", files=upload(speech.silence))  # makes sure canary is loaded
+    pcm = pcm16k(speech.long)
+    duration = len(pcm) / 16000
+    assert duration >= 600
+    result = _infer(triton, "canary", {"audio": pcm, "timestamps": np.array([True])})
+    chunks = [(float(a), float(b)) for a, b in result.as_numpy("chunk_times")]
+    regions = vad_regions(speech.long)
+    assert len(regions) >= 4 * 26 * 0.9, len(regions)  # four turns per repetition of the dialogue
+    # The chunks tile the whole file, in order, and none is longer than Canary's window.
+    assert chunks[0][0] == pytest.approx(0, abs=EPSILON_S) and chunks[-1][1] == pytest.approx(duration, abs=EPSILON_S)
+    for (_, end), (start, _) in itertools.pairwise(chunks):
+        assert start == pytest.approx(end, abs=EPSILON_S)
+    assert max(b - a for a, b in chunks) <= 30 + EPSILON_S
+    # No boundary falls inside a speech region that silero-vad finds (50 ms tolerance for its
+    # frame granularity), and every region, up to the last, lies within one chunk.
+    boundaries = [end for _, end in chunks[:-1]]
+    for start, end in regions:
+        assert not any(start + 0.05 < boundary < end - 0.05 for boundary in boundaries), (start, end)
+        assert any(a - 0.05 <= start and end <= b + 0.05 for a, b in chunks), (start, end)
+    words = result.as_numpy("word_times")
+    if len(words):
+        assert words.max() <= duration + EPSILON_S and np.all(np.diff(words[:, 0]) >= -EPSILON_S)
