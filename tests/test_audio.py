@@ -336,6 +336,23 @@ def test_too_long_audio_is_413(strict_adapter: str, speech: SpeechSet) -> None:
     assert error["code"] == "audio_too_long" and "MAX_AUDIO_DURATION_S" in error["message"]
 
 
+@pytest.fixture(scope="module")
+def grpc_adapter(stack: Stack) -> Iterator[str]:
+    """A second adapter that sends PCM inside the gRPC request instead of through shared memory."""
+    url = stack.start_adapter(name="adapter-audio-grpc", port=free_port(), env={"AUDIO_TRANSFER": "grpc", "OPENAI_API_KEYS": ""})
+    yield url
+    stack.stop(names=["adapter-audio-grpc"])
+
+
+def test_both_transfers_give_the_same_transcript(http: httpx.Client, grpc_adapter: str, speech: SpeechSet) -> None:
+    data = {"model": "canary", "response_format": "verbose_json", "timestamp_granularities[]": ["word", "segment"]}
+    through_shared_memory = http.post("/v1/audio/transcriptions", data=data, files=upload(speech.encoded["flac"]))
+    in_the_request = httpx.post(f"{grpc_adapter}/v1/audio/transcriptions", data=data, files=upload(speech.encoded["flac"]), timeout=300)
+    assert through_shared_memory.status_code == in_the_request.status_code == 200, (through_shared_memory.text, in_the_request.text)
+    assert through_shared_memory.json() == in_the_request.json()
+    assert not list(Path("/dev/shm").glob("passerelle-audio-*")), "shared-memory objects left behind"
+
+
 # Seed routes --------------------------------------------------------------------------------
 
 

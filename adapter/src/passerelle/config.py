@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     max_audio_duration_s: float = Field(default=3 * 3600, gt=0)
     ffmpeg_binary: str = "ffmpeg"
     ffprobe_binary: str = "ffprobe"
+    # How decoded PCM reaches Triton: "shared_memory" (ffmpeg writes it into a POSIX shared-memory
+    # object that Triton maps: the adapter never holds it; needs Triton on this host, or a shared
+    # /dev/shm), "grpc" (in the request), or "auto" (shared memory when Triton's gRPC URL is loopback).
+    audio_transfer: Literal["auto", "shared_memory", "grpc"] = "auto"
+    shared_memory_dir: Path = Path("/dev/shm")
     # Canary cannot detect the spoken language: requests that name none are taken as this one.
     default_audio_language: str = "en"
 
@@ -106,6 +111,13 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @property
+    def audio_through_shared_memory(self) -> bool:
+        if self.audio_transfer != "auto":
+            return self.audio_transfer == "shared_memory"
+        host = self.triton_grpc_url.rsplit(":", 1)[0].strip("[]")
+        return host in ("127.0.0.1", "localhost", "::1") and self.shared_memory_dir.is_dir()
 
     def ttl_for(self, model: str) -> int:
         return self.model_ttl_s.get(model, self.default_model_ttl_s)

@@ -7,6 +7,7 @@ Triton (services.speech) → response format.
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request
@@ -68,8 +69,8 @@ async def _read_form(request: Request, schema: type[Form]) -> tuple[Form, Upload
         raise RequestValidationError(exc.errors()) from exc
 
 
-async def _decode(services: Services, upload: UploadFile) -> DecodedAudio:
-    return await services.audio.decode(upload.file, upload.size or 0)
+def _decoded(services: Services, upload: UploadFile) -> AbstractAsyncContextManager[DecodedAudio]:
+    return services.audio.decoded(upload.file, upload.size or 0)
 
 
 def _language(value: str | None, default: str, param: str) -> str:
@@ -135,17 +136,17 @@ async def _openai_audio(request: Request, services: Services, *, task: str) -> R
         )
     fmt = form.response_format
     pipeline = _pipeline(services, model) if fmt == "diarized_json" else None
-    audio = await _decode(services, upload)
-    if pipeline is not None:
-        parts = [model.key, pipeline.parameters.get("diarization_model", "")]
-        transcript = await services.speech.speaker_transcribe(
-            pipeline.key, parts, audio.pcm, source, target, punctuation=form.punctuation, counts=form
-        )
-    else:
-        timestamps = fmt in ("srt", "vtt", "verbose_json")
-        transcript = await services.speech.transcribe(
-            model.key, audio.pcm, source, target, punctuation=form.punctuation, timestamps=timestamps
-        )
+    async with _decoded(services, upload) as audio:
+        if pipeline is not None:
+            parts = [model.key, pipeline.parameters.get("diarization_model", "")]
+            transcript = await services.speech.speaker_transcribe(
+                pipeline.key, parts, audio, source, target, punctuation=form.punctuation, counts=form
+            )
+        else:
+            timestamps = fmt in ("srt", "vtt", "verbose_json")
+            transcript = await services.speech.transcribe(
+                model.key, audio, source, target, punctuation=form.punctuation, timestamps=timestamps
+            )
     headers = _headers(audio, transcript)
     # verbose_json reports the language of its text: the spoken one, or the one it was translated into.
     return _format(transcript, fmt, form, task="translate" if target != source else task, language=target, headers=headers)
@@ -215,16 +216,16 @@ async def seed_transcribe(request: Request, services: ServicesDep) -> JSONRespon
     if (form.num_speakers or form.min_speakers or form.max_speakers) and not form.diarization:
         raise InvalidRequest("Speaker counts need diarization=true.", param="num_speakers", code="invalid_value")
     pipeline = _pipeline(services, model) if form.diarization else None
-    audio = await _decode(services, upload)
-    if pipeline is not None:
-        parts = [model.key, pipeline.parameters.get("diarization_model", "")]
-        transcript = await services.speech.speaker_transcribe(
-            pipeline.key, parts, audio.pcm, source, target, punctuation=form.punctuation, counts=form
-        )
-    else:
-        transcript = await services.speech.transcribe(
-            model.key, audio.pcm, source, target, punctuation=form.punctuation, timestamps=form.timestamps
-        )
+    async with _decoded(services, upload) as audio:
+        if pipeline is not None:
+            parts = [model.key, pipeline.parameters.get("diarization_model", "")]
+            transcript = await services.speech.speaker_transcribe(
+                pipeline.key, parts, audio, source, target, punctuation=form.punctuation, counts=form
+            )
+        else:
+            transcript = await services.speech.transcribe(
+                model.key, audio, source, target, punctuation=form.punctuation, timestamps=form.timestamps
+            )
     detailed = form.timestamps or form.diarization
     body = SeedTranscription(
         text=transcript.text,
@@ -247,8 +248,8 @@ async def seed_diarize(request: Request, services: ServicesDep) -> JSONResponse:
     form, upload = await _read_form(request, SeedDiarizationForm)
     model = _default_model(services, form.model, "diarization")
     request.state.model = model.key
-    audio = await _decode(services, upload)
-    diarization = await services.speech.diarize(model.key, audio.pcm, form)
+    async with _decoded(services, upload) as audio:
+        diarization = await services.speech.diarize(model.key, audio, form)
     body = SeedDiarization(
         segments=translate.turns(diarization),
         speakers=diarization.speakers,

@@ -1,8 +1,10 @@
 """Audio uploads → 16 kHz mono float32 PCM, with ffmpeg.
 
 The content decides, never the declared MIME type or file name: ffprobe names the container,
-and only the formats below are accepted. Uploads stay on disk (Starlette spools them); ffmpeg
-reads the file in place and its output is the one copy of the PCM the adapter holds.
+and only the formats below are accepted. Uploads stay on disk (Starlette spools them) and ffmpeg
+reads the file in place. Its output goes into a POSIX shared-memory object that Triton maps
+(AUDIO_TRANSFER, Triton on this host), so the adapter never holds the PCM; or, when Triton is
+remote, into the adapter's memory: one copy, sent in the gRPC request.
 """
 
 from __future__ import annotations
@@ -12,7 +14,11 @@ import json
 import logging
 import math
 import re
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO
 
 import numpy as np
@@ -48,16 +54,35 @@ class UnsupportedFormat(InvalidRequest):
         super().__init__(f"Invalid file format. {detail} Supported formats: {SUPPORTED_LIST}.", param="file", code="unsupported_format")
 
 
-@dataclass(frozen=True)
+@dataclass
 class DecodedAudio:
-    pcm: np.ndarray  # float32, mono, SAMPLE_RATE
+    """16 kHz mono float32 PCM, either in the adapter's memory (`pcm`) or in a POSIX shared-memory
+    object (`shared_memory`: its /dev/shm path) that Triton maps without the adapter reading it."""
+
+    samples: int
     format: str
     upload_bytes: int
     decode_s: float
+    pcm: np.ndarray | None = None
+    shared_memory: Path | None = None
 
     @property
     def duration_s(self) -> float:
-        return len(self.pcm) / SAMPLE_RATE
+        return self.samples / SAMPLE_RATE
+
+    @property
+    def byte_size(self) -> int:
+        return self.samples * _BYTES_PER_SAMPLE
+
+    @property
+    def shared_memory_key(self) -> str:
+        """The shm_open() name of the object, as Triton's registration takes it."""
+        assert self.shared_memory is not None
+        return "/" + self.shared_memory.name
+
+    def close(self) -> None:
+        if self.shared_memory is not None:
+            self.shared_memory.unlink(missing_ok=True)
 
 
 async def _run(*command: str, stdin_fd: int) -> tuple[int, bytes, bytes]:
@@ -111,8 +136,10 @@ class AudioDecoder:
             )
         return UnsupportedFormat("The file is not audio that ffmpeg recognises.")
 
-    async def decode(self, upload: IO[bytes], size: int) -> DecodedAudio:
-        """Probe and decode an upload already on disk (or spooled); raise the API's 4xx errors."""
+    @asynccontextmanager
+    async def decoded(self, upload: IO[bytes], size: int) -> AsyncIterator[DecodedAudio]:
+        """Probe and decode an upload already on disk (or spooled); raise the API's 4xx errors.
+        The PCM (shared memory included) is released when the block ends."""
         if size == 0:
             raise InvalidRequest("The uploaded file is empty.", param="file", code="empty_file")
         if size > self.settings.max_audio_upload_bytes:
@@ -127,25 +154,42 @@ class AudioDecoder:
         container, declared = await self.probe(fd)
         if declared is not None and declared > self.settings.max_audio_duration_s:
             raise self._too_long(declared)
-        pcm = await self._decode(fd)
-        if pcm.size == 0:
-            raise InvalidRequest("The file contains no decodable audio samples.", param="file", code="invalid_audio")
-        return DecodedAudio(pcm, container, size, asyncio.get_running_loop().time() - started)
+        audio = DecodedAudio(0, container, size, 0.0)
+        try:
+            if self.settings.audio_through_shared_memory:
+                audio.shared_memory = self.settings.shared_memory_dir / f"passerelle-audio-{uuid.uuid4().hex}"
+                await self._ffmpeg(fd, str(audio.shared_memory))
+                audio.samples = audio.shared_memory.stat().st_size // _BYTES_PER_SAMPLE
+            else:
+                pcm = await self._ffmpeg(fd, "-")
+                audio.pcm = np.frombuffer(pcm, dtype=np.float32, count=len(pcm) // _BYTES_PER_SAMPLE)
+                audio.samples = audio.pcm.size
+            if audio.samples == 0:
+                raise InvalidRequest("The file contains no decodable audio samples.", param="file", code="invalid_audio")
+            if audio.samples > self.max_samples:
+                raise self._too_long(audio.duration_s)
+            audio.decode_s = asyncio.get_running_loop().time() - started
+            yield audio
+        finally:
+            audio.close()
 
     def _too_long(self, seconds: float) -> PayloadTooLarge:
         return PayloadTooLarge(
-            f"The audio lasts {seconds:.0f} s; the limit is {self.settings.max_audio_duration_s:.0f} s (MAX_AUDIO_DURATION_S).",
+            f"The audio lasts {seconds:.0f} s or more; the limit is {self.settings.max_audio_duration_s:.0f} s (MAX_AUDIO_DURATION_S).",
             param="file",
             code="audio_too_long",
         )
 
-    async def _decode(self, fd: int) -> np.ndarray:
-        limit = (self.max_samples + 1) * _BYTES_PER_SAMPLE
+    async def _ffmpeg(self, fd: int, output: str) -> bytearray:
+        """Decode to `output` (a file) or, for "-", into memory. At most one second over the duration
+        limit is decoded, so that an over-long file without a declared duration is caught cheaply."""
         process = await asyncio.create_subprocess_exec(
             self.settings.ffmpeg_binary,
             "-nostdin", "-hide_banner", "-v", "error",
             "-i", f"/dev/fd/{fd}",
-            "-map", "0:a:0", "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "f32le", "-",
+            "-map", "0:a:0", "-ac", "1", "-ar", str(SAMPLE_RATE),
+            "-t", str(self.settings.max_audio_duration_s + 1),
+            "-f", "f32le", "-y", output,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             pass_fds=(fd,),
@@ -156,8 +200,6 @@ class AudioDecoder:
         try:
             while block := await process.stdout.read(_READ_BLOCK):
                 pcm += block
-                if len(pcm) > limit:
-                    raise self._too_long(len(pcm) / _BYTES_PER_SAMPLE / SAMPLE_RATE)
             code = await process.wait()
         finally:
             if process.returncode is None:
@@ -169,5 +211,4 @@ class AudioDecoder:
             raise InvalidRequest(f"The audio could not be decoded: {last}", param="file", code="invalid_audio")
         if stderr:
             log.info("ffmpeg decoded with warnings: %s", stderr.splitlines()[-1])
-        usable = len(pcm) - len(pcm) % _BYTES_PER_SAMPLE
-        return np.frombuffer(pcm, dtype=np.float32, count=usable // _BYTES_PER_SAMPLE)
+        return pcm

@@ -1,20 +1,22 @@
 """Audio inference through Triton: transcription, diarization and the speaker-attributed pipeline.
 
 Each call makes sure the models it needs are loaded (lazily, as for chat), counts itself as in
-flight so that an unload waits for it, and turns Triton's failures into the API's errors.
+flight so that an unload waits for it, hands the PCM to Triton (in the request, or as a
+registered shared-memory region), and turns Triton's failures into the API's errors.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
-import numpy as np
 from tritonclient.grpc import InferInput, InferResult
 
 from passerelle.observability import Metrics
 from passerelle.schemas.audio import SpeakerCounts
+from passerelle.services.audio import DecodedAudio
 from passerelle.services.model_control import ModelControl
 from passerelle.services.triton import TritonClient, TritonFailure
 from passerelle.streaming import api_error
@@ -38,37 +40,67 @@ class SpeechService:
             for model in models:
                 self.control.in_flight[model] -= 1
 
-    async def _infer(self, model: str, needs: list[str], inputs: list[InferInput], outputs: tuple[str, ...], seconds: float) -> InferResult:
+    @asynccontextmanager
+    async def _audio_tensor(self, audio: DecodedAudio, model: str) -> AsyncIterator[InferInput]:
+        tensor = InferInput("audio", [audio.samples], "FP32")
+        if audio.shared_memory is None:
+            assert audio.pcm is not None
+            tensor.set_data_from_numpy(audio.pcm)
+            yield tensor
+            return
+        region = f"passerelle-audio-{uuid.uuid4().hex}"
+        try:
+            await self.triton.register_system_shared_memory(region, audio.shared_memory_key, audio.byte_size)
+        except TritonFailure as failure:
+            raise api_error(failure, model, self.control) from failure
+        try:
+            tensor.set_shared_memory(region, audio.byte_size)
+            yield tensor
+        finally:
+            await self.triton.unregister_system_shared_memory(region)
+
+    async def _infer(
+        self, model: str, needs: list[str], audio: DecodedAudio, build: translate.Inputs, outputs: tuple[str, ...]
+    ) -> InferResult:
         for name in needs:
             await self.control.ensure_loaded(name)
         with self._serving(needs):
-            try:
-                result = await self.triton.infer(model, inputs, translate.requested(outputs))
-            except TritonFailure as failure:
-                raise api_error(failure, model, self.control) from failure
-        self.metrics.audio_seconds.labels(model=model).inc(seconds)
+            async with self._audio_tensor(audio, model) as tensor:
+                try:
+                    result = await self.triton.infer(model, build(tensor), translate.requested(outputs))
+                except TritonFailure as failure:
+                    raise api_error(failure, model, self.control) from failure
+        self.metrics.audio_seconds.labels(model=model).inc(audio.duration_s)
         return result
 
-    async def transcribe(self, model: str, pcm: np.ndarray, source: str, target: str, *, punctuation: bool, timestamps: bool) -> Transcript:
+    async def transcribe(
+        self, model: str, audio: DecodedAudio, source: str, target: str, *, punctuation: bool, timestamps: bool
+    ) -> Transcript:
         started = time.perf_counter()
-        inputs = translate.transcription_inputs(pcm, source, target, punctuation=punctuation, timestamps=timestamps)
-        result = await self._infer(model, [model], inputs, translate.TRANSCRIPTION_OUTPUTS, len(pcm) / 16_000)
-        transcript = translate.parse_transcription(result)
+
+        def build(tensor: InferInput) -> list[InferInput]:
+            return translate.transcription_inputs(tensor, source, target, punctuation=punctuation, timestamps=timestamps)
+
+        transcript = translate.parse_transcription(await self._infer(model, [model], audio, build, translate.TRANSCRIPTION_OUTPUTS))
         transcript.model_seconds = time.perf_counter() - started
         return transcript
 
-    async def diarize(self, model: str, pcm: np.ndarray, counts: SpeakerCounts) -> Diarization:
-        inputs = translate.diarization_inputs(pcm, counts)
-        result = await self._infer(model, [model], inputs, translate.DIARIZATION_OUTPUTS, len(pcm) / 16_000)
-        return translate.parse_diarization(result)
+    async def diarize(self, model: str, audio: DecodedAudio, counts: SpeakerCounts) -> Diarization:
+        def build(tensor: InferInput) -> list[InferInput]:
+            return translate.diarization_inputs(tensor, counts)
+
+        return translate.parse_diarization(await self._infer(model, [model], audio, build, translate.DIARIZATION_OUTPUTS))
 
     async def speaker_transcribe(
-        self, pipeline: str, parts: list[str], pcm: np.ndarray, source: str, target: str, *, punctuation: bool, counts: SpeakerCounts
+        self, pipeline: str, parts: list[str], audio: DecodedAudio, source: str, target: str, *, punctuation: bool, counts: SpeakerCounts
     ) -> Transcript:
         """`parts`: the models the pipeline calls; they must be loaded before it runs (explicit model control)."""
         started = time.perf_counter()
-        inputs = translate.speaker_transcript_inputs(pcm, source, target, punctuation=punctuation, counts=counts)
-        result = await self._infer(pipeline, [*parts, pipeline], inputs, translate.SPEAKER_TRANSCRIPT_OUTPUTS, len(pcm) / 16_000)
+
+        def build(tensor: InferInput) -> list[InferInput]:
+            return translate.speaker_transcript_inputs(tensor, source, target, punctuation=punctuation, counts=counts)
+
+        result = await self._infer(pipeline, [*parts, pipeline], audio, build, translate.SPEAKER_TRANSCRIPT_OUTPUTS)
         transcript = translate.parse_speaker_transcript(result)
         transcript.model_seconds = time.perf_counter() - started
         return transcript

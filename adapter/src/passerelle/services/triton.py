@@ -118,6 +118,12 @@ class TritonClient:
     async def infer(self, model: str, inputs: list[InferInput], outputs: list[InferRequestedOutput] | None = None) -> InferResult:
         return await self._call(self._client.infer, model, inputs, outputs=outputs)
 
+    async def register_system_shared_memory(self, name: str, key: str, byte_size: int) -> None:
+        await self._call(self._client.register_system_shared_memory, name, key, byte_size)
+
+    async def unregister_system_shared_memory(self, name: str) -> None:
+        await self._call(self._client.unregister_system_shared_memory, name)
+
     async def repository_index(self) -> list[dict[str, str]]:
         index = await self._call(self._client.get_model_repository_index, as_json=True)
         return list(index.get("models", []))

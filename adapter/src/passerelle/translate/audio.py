@@ -1,12 +1,14 @@
 """Audio requests ↔ the `canary`, `pyannote` and `speaker_transcript` tensors, and the response formats.
 
-Triton side (README, "Audio tensors"): PCM goes in as `audio` (FP32, 16 kHz mono); texts come
+Triton side (README, "Audio tensors"): PCM goes in as `audio` (FP32, 16 kHz mono; the speech
+service makes that tensor, in the request or in shared memory); texts come
 back as BYTES lists with [start, end] FP32 pairs beside them. Client side: OpenAI's json, text,
 srt, vtt, verbose_json and diarized_json, and the seed's shapes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,6 +36,7 @@ LANGUAGES = {
 }  # fmt: skip
 _CODES_BY_NAME = {name: code for code, name in LANGUAGES.items()}
 
+Inputs = Callable[[InferInput], list[InferInput]]  # the audio tensor → the request's inputs
 TRANSCRIPTION_OUTPUTS = ("text", "words", "word_times", "segments", "segment_times", "speech_times", "chunk_times", "duration")
 DIARIZATION_OUTPUTS = ("speakers", "turn_times", "rttm", "duration")
 SPEAKER_TRANSCRIPT_OUTPUTS = (
@@ -91,12 +94,6 @@ class Diarization:
 # Triton inputs ------------------------------------------------------------------------------
 
 
-def _audio(pcm: np.ndarray) -> InferInput:
-    tensor = InferInput("audio", [int(pcm.size)], "FP32")
-    tensor.set_data_from_numpy(pcm)
-    return tensor
-
-
 def _text(name: str, value: str) -> InferInput:
     tensor = InferInput(name, [1], "BYTES")
     tensor.set_data_from_numpy(np.array([value.encode()], dtype=np.object_))
@@ -120,9 +117,9 @@ def _speaker_counts(counts: SpeakerCounts) -> list[InferInput]:
     return [_count(name, value) for name, value in values.items() if value is not None]
 
 
-def transcription_inputs(pcm: np.ndarray, source: str, target: str, *, punctuation: bool, timestamps: bool) -> list[InferInput]:
+def transcription_inputs(audio: InferInput, source: str, target: str, *, punctuation: bool, timestamps: bool) -> list[InferInput]:
     return [
-        _audio(pcm),
+        audio,
         _text("source_language", source),
         _text("target_language", target),
         _flag("punctuation", punctuation),
@@ -130,13 +127,13 @@ def transcription_inputs(pcm: np.ndarray, source: str, target: str, *, punctuati
     ]
 
 
-def diarization_inputs(pcm: np.ndarray, counts: SpeakerCounts) -> list[InferInput]:
-    return [_audio(pcm), *_speaker_counts(counts)]
+def diarization_inputs(audio: InferInput, counts: SpeakerCounts) -> list[InferInput]:
+    return [audio, *_speaker_counts(counts)]
 
 
-def speaker_transcript_inputs(pcm: np.ndarray, source: str, target: str, *, punctuation: bool, counts: SpeakerCounts) -> list[InferInput]:
+def speaker_transcript_inputs(audio: InferInput, source: str, target: str, *, punctuation: bool, counts: SpeakerCounts) -> list[InferInput]:
     return [
-        _audio(pcm),
+        audio,
         _text("source_language", source),
         _text("target_language", target),
         _flag("punctuation", punctuation),

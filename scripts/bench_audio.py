@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Transcription through the adapter vs a direct Triton call, on the CPU profile's tiny Canary.
+
+For each length (1 and 10 minutes of espeak-ng dialogue, by default, as MP3 uploads):
+  A  direct Triton: `canary` over tritonclient.grpc with PCM the benchmark decoded beforehand
+     (the model's own time plus the gRPC transfer of the PCM);
+  B  through the adapter: the MP3 file posted to /v1/audio/transcriptions (upload, ffmpeg decode,
+     transfer, model, response).
+Overhead = (B - A) / A, the adapter's decode + transfer cost as a share of model time (goal <= 5 %).
+The adapter's own Server-Timing header splits B into decode and inference.
+
+Then the peak RSS of the adapter process (VmHWM) while it handles a one-hour upload.
+The runs alternate A and B, so that drifts of this shared machine hit both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import tritonclient.grpc as grpcclient
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+import speech  # noqa: E402 - the tests' espeak-ng dialogue
+
+from passerelle_stack.launcher import Stack, StackConfig  # noqa: E402
+
+API_KEY = "bench"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def looped(source: Path, minutes: float, target: Path) -> Path:
+    """`source` repeated to `minutes`, encoded as MP3 (what users upload)."""
+    speech.ffmpeg("-stream_loop", "-1", "-i", str(source), "-t", str(minutes * 60), "-c:a", "libmp3lame", "-b:a", "64k", str(target))
+    return target
+
+
+def pcm16k(path: Path) -> np.ndarray:
+    command = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-ac", "1", "-ar", "16000", "-f", "f32le", "-"]
+    return np.frombuffer(subprocess.run(command, check=True, capture_output=True).stdout, dtype=np.float32)
+
+
+def direct(client: grpcclient.InferenceServerClient, pcm: np.ndarray) -> float:
+    tensor = grpcclient.InferInput("audio", [pcm.size], "FP32")
+    tensor.set_data_from_numpy(pcm)
+    started = time.perf_counter()
+    client.infer("canary", [tensor], client_timeout=3600)
+    return time.perf_counter() - started
+
+
+def through_adapter(http: httpx.Client, path: Path) -> tuple[float, float, float]:
+    started = time.perf_counter()
+    with path.open("rb") as audio:
+        response = http.post("/v1/audio/transcriptions", data={"model": "canary"}, files={"file": (path.name, audio, "audio/mpeg")})
+    elapsed = time.perf_counter() - started
+    response.raise_for_status()
+    timing = dict(re.findall(r"(\w+);dur=([\d.]+)", response.headers["server-timing"]))
+    return elapsed, float(timing["decode"]) / 1000, float(timing["inference"]) / 1000
+
+
+def peak_rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, nargs="+", default=[1, 10])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rss-minutes", type=float, default=60, help="length of the upload for the peak-RSS measure (0: skip)")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench_audio-"))
+    print(f"work folder (logs, audio): {work}", flush=True)
+    voices = speech.build(work / "speech")
+    ports = {f"{name}_port": free_port() for name in ("http", "grpc", "metrics", "adapter")}
+    stack = Stack(StackConfig(run_dir=work / "stack", profile="cpu", adapter_env={"OPENAI_API_KEYS": API_KEY}, **ports))
+    rows = []
+    try:
+        stack.prepare()
+        stack.start_triton()
+        with grpcclient.InferenceServerClient(stack.triton_grpc) as client:
+            started = time.monotonic()
+            client.load_model("canary", client_timeout=900)
+            print(f"canary loaded in Triton in {time.monotonic() - started:.1f} s", flush=True)
+            stack.start_adapter()
+            adapter_pid = stack.processes["adapter"].pid
+            headers = {"Authorization": f"Bearer {API_KEY}"}
+            with httpx.Client(base_url=stack.adapter_url, headers=headers, timeout=3600) as http:
+                warm = looped(voices.dialogue, 0.25, work / "warm.mp3")
+                direct(client, pcm16k(warm))
+                through_adapter(http, warm)
+                for minutes in args.minutes:
+                    upload = looped(voices.dialogue, minutes, work / f"{minutes:g}min.mp3")
+                    pcm = pcm16k(upload)
+                    a_times, b_times, decodes, inferences = [], [], [], []
+                    for _ in range(args.repeats):
+                        a_times.append(direct(client, pcm))
+                        b, decode, inference = through_adapter(http, upload)
+                        b_times.append(b)
+                        decodes.append(decode)
+                        inferences.append(inference)
+                    a, b = statistics.median(a_times), statistics.median(b_times)
+                    rows.append((minutes, upload.stat().st_size, a, b, statistics.median(decodes), statistics.median(inferences)))
+                    print(f"  {minutes:g} min: direct {a:.2f} s, adapter {b:.2f} s", flush=True)
+                rss = None
+                if args.rss_minutes:
+                    upload = looped(voices.dialogue, args.rss_minutes, work / "rss.mp3")
+                    idle = peak_rss_mb(adapter_pid)
+                    elapsed, decode, _ = through_adapter(http, upload)
+                    rss = (args.rss_minutes, upload.stat().st_size, idle, peak_rss_mb(adapter_pid), elapsed, decode)
+    finally:
+        stack.stop()
+
+    print("\nTranscription (canary, response_format json), medians of", args.repeats, "runs; MP3 64 kb/s uploads")
+    print("| Audio | Upload | Direct Triton | Through the adapter | Adapter decode | Overhead (B-A)/A |")
+    print("|---|---|---|---|---|---|")
+    for minutes, size, a, b, decode, _inference in rows:
+        print(f"| {minutes:g} min | {size / 1e6:.1f} MB | {a:.2f} s | {b:.2f} s | {decode:.2f} s | {100 * (b - a) / a:+.1f} % |")
+    if rss:
+        minutes, size, idle, peak, elapsed, decode = rss
+        pcm_mb = minutes * 60 * 16000 * 4 / 2**20
+        print(
+            f"\nPeak adapter RSS (VmHWM) for a {minutes:g}-minute upload ({size / 1e6:.0f} MB MP3, {pcm_mb:.0f} MiB of PCM): "
+            f"{idle:.0f} MiB before, {peak:.0f} MiB after (+{peak - idle:.0f} MiB); request {elapsed:.0f} s, decode {decode:.1f} s"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
