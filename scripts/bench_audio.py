@@ -28,11 +28,10 @@ import httpx
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' espeak-ng dialogue (speech.py)
 
-import speech  # noqa: E402 - the tests' espeak-ng dialogue
-
-from passerelle_stack.launcher import Stack, StackConfig  # noqa: E402
+import speech
+from passerelle_stack.launcher import Stack, StackConfig
 
 API_KEY = "bench"
 
