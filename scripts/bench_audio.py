@@ -118,12 +118,21 @@ def main() -> int:
                     a, b = statistics.median(a_times), statistics.median(b_times)
                     rows.append((minutes, upload.stat().st_size, a, b, statistics.median(decodes), statistics.median(inferences)))
                     print(f"  {minutes:g} min: direct {a:.2f} s, adapter {b:.2f} s", flush=True)
-                rss = None
+                rss = []
                 if args.rss_minutes:
                     upload = looped(voices.dialogue, args.rss_minutes, work / "rss.mp3")
                     idle = peak_rss_mb(adapter_pid)
                     elapsed, decode, _ = through_adapter(http, upload)
-                    rss = (args.rss_minutes, upload.stat().st_size, idle, peak_rss_mb(adapter_pid), elapsed, decode)
+                    rss.append(("shared_memory", idle, peak_rss_mb(adapter_pid), elapsed, decode))
+                    # The same upload through an adapter that sends the PCM inside the gRPC request.
+                    url = stack.start_adapter(
+                        name="adapter-grpc", port=free_port(), env={"OPENAI_API_KEYS": API_KEY, "AUDIO_TRANSFER": "grpc"}
+                    )
+                    grpc_pid = stack.processes["adapter-grpc"].pid
+                    with httpx.Client(base_url=url, headers=headers, timeout=3600) as grpc_http:
+                        idle = peak_rss_mb(grpc_pid)
+                        elapsed, decode, _ = through_adapter(grpc_http, upload)
+                        rss.append(("grpc", idle, peak_rss_mb(grpc_pid), elapsed, decode))
     finally:
         stack.stop()
 
@@ -133,12 +142,13 @@ def main() -> int:
     for minutes, size, a, b, decode, _inference in rows:
         print(f"| {minutes:g} min | {size / 1e6:.1f} MB | {a:.2f} s | {b:.2f} s | {decode:.2f} s | {100 * (b - a) / a:+.1f} % |")
     if rss:
-        minutes, size, idle, peak, elapsed, decode = rss
-        pcm_mb = minutes * 60 * 16000 * 4 / 2**20
-        print(
-            f"\nPeak adapter RSS (VmHWM) for a {minutes:g}-minute upload ({size / 1e6:.0f} MB MP3, {pcm_mb:.0f} MiB of PCM): "
-            f"{idle:.0f} MiB before, {peak:.0f} MiB after (+{peak - idle:.0f} MiB); request {elapsed:.0f} s, decode {decode:.1f} s"
-        )
+        size = (work / "rss.mp3").stat().st_size
+        pcm_mb = args.rss_minutes * 60 * 16000 * 4 / 2**20
+        print(f"\nPeak adapter RSS (VmHWM) for a {args.rss_minutes:g}-minute upload ({size / 1e6:.0f} MB MP3, {pcm_mb:.0f} MiB of PCM)")
+        print("| AUDIO_TRANSFER | RSS before | RSS peak | Growth | Request | Decode |")
+        print("|---|---|---|---|---|---|")
+        for mode, idle, peak, elapsed, decode in rss:
+            print(f"| {mode} | {idle:.0f} MiB | {peak:.0f} MiB | +{peak - idle:.0f} MiB | {elapsed:.0f} s | {decode:.1f} s |")
     return 0
 
 

@@ -119,6 +119,12 @@ def test_transcription_verbose_json_with_words_and_segments(client: openai.OpenA
     assert " ".join(word["word"] for word in body["words"]).split() == body["text"].split() or body["text"]
 
 
+def test_granularities_as_a_json_array(http: httpx.Client, speech: SpeechSet) -> None:
+    data = {"model": "canary", "response_format": "verbose_json", "timestamp_granularities": '["word"]'}
+    body = http.post("/v1/audio/transcriptions", data=data, files=upload(speech.dialogue)).json()
+    assert body["words"] and body["segments"] is None, body
+
+
 def test_verbose_json_defaults_to_segments_only(client: openai.OpenAI, speech: SpeechSet) -> None:
     with speech.dialogue.open("rb") as audio:
         body = client.audio.transcriptions.create(model="canary", file=audio, response_format="verbose_json").model_dump()

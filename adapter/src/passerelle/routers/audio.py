@@ -7,7 +7,9 @@ Triton (services.speech) → response format.
 
 from __future__ import annotations
 
-from contextlib import AbstractAsyncContextManager
+import json
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, suppress
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request
@@ -33,7 +35,18 @@ from passerelle.state import Services, ServicesDep, require_api_key
 from passerelle.translate import audio as translate
 from passerelle.translate.audio import Transcript
 
-router = APIRouter(tags=["audio"], dependencies=[Depends(require_api_key)])
+
+async def _close_form(request: Request) -> AsyncIterator[None]:
+    """Uploads spool to temporary files: close (delete) them when the request is done."""
+    try:
+        yield
+    finally:
+        form = getattr(request.state, "form", None)
+        if form is not None:
+            await form.close()
+
+
+router = APIRouter(tags=["audio"], dependencies=[Depends(require_api_key), Depends(_close_form)])
 Form = TypeVar("Form", bound=BaseModel)
 
 _LIST_FIELDS = {"timestamp_granularities", "include", "known_speaker_names", "known_speaker_references"}
@@ -46,10 +59,20 @@ def _form_schema(schema: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema_body}}}}
 
 
+def _list_items(value: str) -> list[str]:
+    """One value of a list field: `word`, or a JSON array `["word", "segment"]` as some clients send."""
+    if value.lstrip().startswith("["):
+        with suppress(ValueError):
+            parsed = json.loads(value)
+            if isinstance(parsed, list) and all(isinstance(item, str) for item in parsed):
+                return parsed
+    return [value]
+
+
 async def _read_form(request: Request, schema: type[Form]) -> tuple[Form, UploadFile]:
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise InvalidRequest("Audio requests must be multipart/form-data, with the audio in the 'file' field.", code="invalid_content_type")
-    form = await request.form(max_files=1, max_fields=64)
+    form = request.state.form = await request.form(max_files=1, max_fields=64)
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
         raise InvalidRequest("The 'file' field is required and must be a file upload.", param="file", code="missing_file")
@@ -58,7 +81,7 @@ async def _read_form(request: Request, schema: type[Form]) -> tuple[Form, Upload
         name = key.removesuffix("[]")
         values = [value for value in form.getlist(key) if isinstance(value, str)]
         if name in _LIST_FIELDS or key.endswith("[]"):
-            fields[name] = [*fields.get(name, []), *values]
+            fields[name] = [*fields.get(name, []), *(item for value in values for item in _list_items(value))]
         elif len(values) != 1:
             raise InvalidRequest(f"The field '{key}' must be given once, as text.", param=key, code="invalid_value")
         else:

@@ -7,6 +7,8 @@ registered shared-memory region), and turns Triton's failures into the API's err
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -22,6 +24,9 @@ from passerelle.services.triton import TritonClient, TritonFailure
 from passerelle.streaming import api_error
 from passerelle.translate import audio as translate
 from passerelle.translate.audio import Diarization, Transcript
+
+log = logging.getLogger("passerelle.speech")
+_UNREGISTER_ATTEMPTS = 100  # 5 s
 
 
 class SpeechService:
@@ -57,7 +62,20 @@ class SpeechService:
             tensor.set_shared_memory(region, audio.byte_size)
             yield tensor
         finally:
-            await self.triton.unregister_system_shared_memory(region)
+            await self._unregister(region)
+
+    async def _unregister(self, region: str) -> None:
+        """Triton releases a request's inputs just after it answers, and refuses to unregister a
+        region still "in use" meanwhile: retry briefly. A failure is logged, never the client's."""
+        for attempt in range(_UNREGISTER_ATTEMPTS):
+            try:
+                await self.triton.unregister_system_shared_memory(region)
+                return
+            except TritonFailure as failure:
+                if "in use" not in failure.message or attempt == _UNREGISTER_ATTEMPTS - 1:
+                    log.error("could not unregister shared-memory region %s: %s", region, failure.message)
+                    return
+            await asyncio.sleep(0.05)
 
     async def _infer(
         self, model: str, needs: list[str], audio: DecodedAudio, build: translate.Inputs, outputs: tuple[str, ...]
