@@ -216,20 +216,6 @@ def metric_value(text: str, name: str, **labels: str) -> float:
     return total
 
 
-def generated_tokens_settle(stack: Stack, timeout: float = 30) -> float:
-    """The engine's generation-token counter once it stops moving and no request is running."""
-    deadline = time.monotonic() + timeout
-    previous = -1.0
-    while time.monotonic() < deadline:
-        text = triton_metrics(stack)
-        current = metric_value(text, "vllm:generation_tokens_total", model="qwen")
-        if current == previous and metric_value(text, "vllm:num_requests_running", model="qwen") == 0:
-            return current
-        previous = current
-        time.sleep(1.0)
-    raise AssertionError("the engine kept generating")
-
-
 def generation_settle(stack: Stack, timeout: float = 60) -> dict[str, float]:
     """qwen's generated tokens and requests finished by reaching max_tokens ("length"), once no
     request runs and the counters have stopped moving (the backend publishes metrics asynchronously).
