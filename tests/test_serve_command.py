@@ -1,5 +1,5 @@
 """README's first command: `python -m passerelle_stack serve` (what scripts/serve runs) starts
-Triton and the adapter, prints the URLs, and Ctrl-C stops everything it started."""
+Triton and the adapter, prints the URLs, serves audio, and Ctrl-C stops everything it started."""
 
 from __future__ import annotations
 
@@ -40,6 +40,14 @@ def test_serve_prints_urls_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
         assert httpx.get(f"http://127.0.0.1:{ports['adapter']}/health", timeout=10).json()["triton"]["ready"] is True
         children = psutil.Process(serve.pid).children(recursive=True)
         assert any("tritonserver" in child.name() for child in children)
+        # The audio routes too: canary loads on this first request (LAZY_LOAD_MODELS).
+        speech = tmp_path / "hello.wav"
+        subprocess.run(["espeak-ng", "-w", str(speech), "hello from the serve command"], check=True)
+        files = {"file": ("hello.wav", speech.read_bytes(), "audio/wav")}
+        response = httpx.post(
+            f"http://127.0.0.1:{ports['adapter']}/v1/audio/transcriptions", data={"model": "canary"}, files=files, timeout=300
+        )
+        assert response.status_code == 200 and response.json()["text"], response.text
     finally:
         serve.send_signal(signal.SIGINT)
         code = serve.wait(timeout=90)
