@@ -124,15 +124,15 @@ def main() -> int:
                     idle = peak_rss_mb(adapter_pid)
                     elapsed, decode, _ = through_adapter(http, upload)
                     rss.append(("shared_memory", idle, peak_rss_mb(adapter_pid), elapsed, decode))
-                    # The same upload through an adapter that sends the PCM inside the gRPC request.
+                    # The same upload through an adapter that streams the PCM over Triton's HTTP protocol.
                     url = stack.start_adapter(
-                        name="adapter-grpc", port=free_port(), env={"OPENAI_API_KEYS": API_KEY, "AUDIO_TRANSFER": "grpc"}
+                        name="adapter-http", port=free_port(), env={"OPENAI_API_KEYS": API_KEY, "AUDIO_TRANSFER": "http"}
                     )
-                    grpc_pid = stack.processes["adapter-grpc"].pid
+                    http_pid = stack.processes["adapter-http"].pid
                     with httpx.Client(base_url=url, headers=headers, timeout=3600) as grpc_http:
-                        idle = peak_rss_mb(grpc_pid)
+                        idle = peak_rss_mb(http_pid)
                         elapsed, decode, _ = through_adapter(grpc_http, upload)
-                        rss.append(("grpc", idle, peak_rss_mb(grpc_pid), elapsed, decode))
+                        rss.append(("http", idle, peak_rss_mb(http_pid), elapsed, decode))
     finally:
         stack.stop()
 

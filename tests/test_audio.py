@@ -344,10 +344,10 @@ def test_too_long_audio_is_413(strict_adapter: str, speech: SpeechSet) -> None:
 
 @pytest.fixture(scope="module")
 def grpc_adapter(stack: Stack) -> Iterator[str]:
-    """A second adapter that sends PCM inside the gRPC request instead of through shared memory."""
-    url = stack.start_adapter(name="adapter-audio-grpc", port=free_port(), env={"AUDIO_TRANSFER": "grpc", "OPENAI_API_KEYS": ""})
+    """A second adapter that streams PCM over Triton's HTTP binary protocol instead of shared memory."""
+    url = stack.start_adapter(name="adapter-audio-http", port=free_port(), env={"AUDIO_TRANSFER": "http", "OPENAI_API_KEYS": ""})
     yield url
-    stack.stop(names=["adapter-audio-grpc"])
+    stack.stop(names=["adapter-audio-http"])
 
 
 def test_both_transfers_give_the_same_transcript(http: httpx.Client, grpc_adapter: str, speech: SpeechSet) -> None:

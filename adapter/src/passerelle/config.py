@@ -77,8 +77,9 @@ class Settings(BaseSettings):
     ffprobe_binary: str = "ffprobe"
     # How decoded PCM reaches Triton: "shared_memory" (ffmpeg writes it into a POSIX shared-memory
     # object that Triton maps: the adapter never holds it; needs Triton on this host, or a shared
-    # /dev/shm), "grpc" (in the request), or "auto" (shared memory when Triton's gRPC URL is loopback).
-    audio_transfer: Literal["auto", "shared_memory", "grpc"] = "auto"
+    # /dev/shm), "http" (decoded into the adapter's memory, one copy, streamed to Triton's HTTP
+    # binary protocol), or "auto" (shared memory when Triton's gRPC URL is loopback).
+    audio_transfer: Literal["auto", "shared_memory", "http"] = "auto"
     shared_memory_dir: Path = Path("/dev/shm")
     # Canary cannot detect the spoken language: requests that name none are taken as this one.
     default_audio_language: str = "en"

@@ -49,7 +49,7 @@ class Services:
 
     @classmethod
     def build(cls, settings: Settings, metrics: Metrics) -> Services:
-        triton = TritonClient(settings.triton_grpc_url)
+        triton = TritonClient(settings.triton_grpc_url, settings.triton_http_url)
         control = ModelControl(triton, settings, metrics)
         catalog = Catalog.from_repositories(settings.model_repository)
         tokens = TokenStore(settings.hf_token_file)

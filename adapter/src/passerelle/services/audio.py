@@ -4,7 +4,7 @@ The content decides, never the declared MIME type or file name: ffprobe names th
 and only the formats below are accepted. Uploads stay on disk (Starlette spools them) and ffmpeg
 reads the file in place. Its output goes into a POSIX shared-memory object that Triton maps
 (AUDIO_TRANSFER, Triton on this host), so the adapter never holds the PCM; or, when Triton is
-remote, into the adapter's memory: one copy, sent in the gRPC request.
+remote, into the adapter's memory: one copy, streamed to Triton's HTTP binary protocol.
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ class AudioDecoder:
                 await self._ffmpeg(fd, str(audio.shared_memory))
                 audio.samples = audio.shared_memory.stat().st_size // _BYTES_PER_SAMPLE
             else:
-                pcm = await self._ffmpeg(fd, "-")
+                pcm = await self._ffmpeg(fd, "-", expected_bytes=round((declared or 0) * SAMPLE_RATE) * _BYTES_PER_SAMPLE)
                 audio.pcm = np.frombuffer(pcm, dtype=np.float32, count=len(pcm) // _BYTES_PER_SAMPLE)
                 audio.samples = audio.pcm.size
             if audio.samples == 0:
@@ -180,9 +180,10 @@ class AudioDecoder:
             code="audio_too_long",
         )
 
-    async def _ffmpeg(self, fd: int, output: str) -> bytearray:
+    async def _ffmpeg(self, fd: int, output: str, expected_bytes: int = 0) -> memoryview:
         """Decode to `output` (a file) or, for "-", into memory. At most one second over the duration
-        limit is decoded, so that an over-long file without a declared duration is caught cheaply."""
+        limit is decoded, so that an over-long file without a declared duration is caught cheaply.
+        In memory, a buffer sized from the declared duration takes the PCM without regrowing."""
         process = await asyncio.create_subprocess_exec(
             self.settings.ffmpeg_binary,
             "-nostdin", "-hide_banner", "-v", "error",
@@ -196,10 +197,14 @@ class AudioDecoder:
         )  # fmt: skip
         assert process.stdout is not None and process.stderr is not None
         errors = asyncio.ensure_future(process.stderr.read())
-        pcm = bytearray()
+        pcm = bytearray(expected_bytes + SAMPLE_RATE * _BYTES_PER_SAMPLE)  # one second of slack
+        filled = 0
         try:
             while block := await process.stdout.read(_READ_BLOCK):
-                pcm += block
+                if filled + len(block) > len(pcm):
+                    pcm.extend(bytes(max(len(block), len(pcm) // 4)))
+                pcm[filled : filled + len(block)] = block
+                filled += len(block)
             code = await process.wait()
         finally:
             if process.returncode is None:
@@ -211,4 +216,4 @@ class AudioDecoder:
             raise InvalidRequest(f"The audio could not be decoded: {last}", param="file", code="invalid_audio")
         if stderr:
             log.info("ffmpeg decoded with warnings: %s", stderr.splitlines()[-1])
-        return pcm
+        return memoryview(pcm)[:filled]

@@ -1,8 +1,9 @@
 """Audio inference through Triton: transcription, diarization and the speaker-attributed pipeline.
 
 Each call makes sure the models it needs are loaded (lazily, as for chat), counts itself as in
-flight so that an unload waits for it, hands the PCM to Triton (in the request, or as a
-registered shared-memory region), and turns Triton's failures into the API's errors.
+flight so that an unload waits for it, hands the PCM to Triton (as a registered shared-memory
+region over gRPC, or streamed over Triton's HTTP binary protocol), and turns Triton's failures
+into the API's errors.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from tritonclient.grpc import InferInput, InferResult
 
@@ -45,22 +46,36 @@ class SpeechService:
             for model in models:
                 self.control.in_flight[model] -= 1
 
-    @asynccontextmanager
-    async def _audio_tensor(self, audio: DecodedAudio, model: str) -> AsyncIterator[InferInput]:
-        tensor = InferInput("audio", [audio.samples], "FP32")
-        if audio.shared_memory is None:
-            assert audio.pcm is not None
-            tensor.set_data_from_numpy(audio.pcm)
-            yield tensor
-            return
+    async def _infer(
+        self, model: str, needs: list[str], audio: DecodedAudio, scalars: list[translate.Scalar], outputs: tuple[str, ...]
+    ) -> translate.InferResult:
+        for name in needs:
+            await self.control.ensure_loaded(name)
+        with self._serving(needs):
+            try:
+                if audio.shared_memory is not None:
+                    result: translate.InferResult = await self._infer_shared(model, audio, scalars, outputs)
+                else:
+                    assert audio.pcm is not None
+                    inputs = [translate.http_input(scalar) for scalar in scalars]
+                    pcm = audio.pcm.data.cast("B")
+                    result = await self.triton.infer_binary(model, inputs, "audio", "FP32", [audio.samples], pcm, list(outputs))
+            except TritonFailure as failure:
+                raise api_error(failure, model, self.control) from failure
+        self.metrics.audio_seconds.labels(model=model).inc(audio.duration_s)
+        return result
+
+    async def _infer_shared(
+        self, model: str, audio: DecodedAudio, scalars: list[translate.Scalar], outputs: tuple[str, ...]
+    ) -> InferResult:
+        """The PCM stays in its shared-memory object: registered with Triton for this request only."""
         region = f"passerelle-audio-{uuid.uuid4().hex}"
+        await self.triton.register_system_shared_memory(region, audio.shared_memory_key, audio.byte_size)
         try:
-            await self.triton.register_system_shared_memory(region, audio.shared_memory_key, audio.byte_size)
-        except TritonFailure as failure:
-            raise api_error(failure, model, self.control) from failure
-        try:
+            tensor = InferInput("audio", [audio.samples], "FP32")
             tensor.set_shared_memory(region, audio.byte_size)
-            yield tensor
+            inputs = [tensor, *(translate.grpc_input(scalar) for scalar in scalars)]
+            return await self.triton.infer(model, inputs, translate.requested(outputs))
         finally:
             await self._unregister(region)
 
@@ -77,37 +92,19 @@ class SpeechService:
                     return
             await asyncio.sleep(0.05)
 
-    async def _infer(
-        self, model: str, needs: list[str], audio: DecodedAudio, build: translate.Inputs, outputs: tuple[str, ...]
-    ) -> InferResult:
-        for name in needs:
-            await self.control.ensure_loaded(name)
-        with self._serving(needs):
-            async with self._audio_tensor(audio, model) as tensor:
-                try:
-                    result = await self.triton.infer(model, build(tensor), translate.requested(outputs))
-                except TritonFailure as failure:
-                    raise api_error(failure, model, self.control) from failure
-        self.metrics.audio_seconds.labels(model=model).inc(audio.duration_s)
-        return result
-
     async def transcribe(
         self, model: str, audio: DecodedAudio, source: str, target: str, *, punctuation: bool, timestamps: bool
     ) -> Transcript:
         started = time.perf_counter()
 
-        def build(tensor: InferInput) -> list[InferInput]:
-            return translate.transcription_inputs(tensor, source, target, punctuation=punctuation, timestamps=timestamps)
-
-        transcript = translate.parse_transcription(await self._infer(model, [model], audio, build, translate.TRANSCRIPTION_OUTPUTS))
+        scalars = translate.transcription_inputs(source, target, punctuation=punctuation, timestamps=timestamps)
+        transcript = translate.parse_transcription(await self._infer(model, [model], audio, scalars, translate.TRANSCRIPTION_OUTPUTS))
         transcript.model_seconds = time.perf_counter() - started
         return transcript
 
     async def diarize(self, model: str, audio: DecodedAudio, counts: SpeakerCounts) -> Diarization:
-        def build(tensor: InferInput) -> list[InferInput]:
-            return translate.diarization_inputs(tensor, counts)
-
-        return translate.parse_diarization(await self._infer(model, [model], audio, build, translate.DIARIZATION_OUTPUTS))
+        scalars = translate.diarization_inputs(counts)
+        return translate.parse_diarization(await self._infer(model, [model], audio, scalars, translate.DIARIZATION_OUTPUTS))
 
     async def speaker_transcribe(
         self, pipeline: str, parts: list[str], audio: DecodedAudio, source: str, target: str, *, punctuation: bool, counts: SpeakerCounts
@@ -115,10 +112,8 @@ class SpeechService:
         """`parts`: the models the pipeline calls; they must be loaded before it runs (explicit model control)."""
         started = time.perf_counter()
 
-        def build(tensor: InferInput) -> list[InferInput]:
-            return translate.speaker_transcript_inputs(tensor, source, target, punctuation=punctuation, counts=counts)
-
-        result = await self._infer(pipeline, [*parts, pipeline], audio, build, translate.SPEAKER_TRANSCRIPT_OUTPUTS)
+        scalars = translate.speaker_transcript_inputs(source, target, punctuation=punctuation, counts=counts)
+        result = await self._infer(pipeline, [*parts, pipeline], audio, scalars, translate.SPEAKER_TRANSCRIPT_OUTPUTS)
         transcript = translate.parse_speaker_transcript(result)
         transcript.model_seconds = time.perf_counter() - started
         return transcript

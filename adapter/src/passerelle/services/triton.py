@@ -1,6 +1,7 @@
-"""The adapter's only door to Triton: tritonclient's asyncio gRPC client.
+"""The adapter's only door to Triton: tritonclient's asyncio gRPC client, and Triton's HTTP
+protocol for audio held in memory (its binary extension streams a large tensor without copies).
 
-Inference goes over gRPC `ModelStreamInfer`, because cancelling that stream reaches the
+Generation goes over gRPC `ModelStreamInfer`, because cancelling that stream reaches the
 model at once (Triton's HTTP front end notices a disconnect only when it next writes).
 Every failure leaves this module as a `TritonFailure` with a kind the routes can map.
 """
@@ -9,16 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import grpc
+import httpx
+import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.grpc import InferInput, InferRequestedOutput, InferResult
-from tritonclient.utils import InferenceServerException
+from tritonclient.utils import InferenceServerException, deserialize_bytes_tensor, triton_to_np_dtype
 
 log = logging.getLogger("passerelle.triton")
+_PIECE = 1 << 20
 
 
 class FailureKind(enum.Enum):
@@ -69,13 +74,71 @@ def _from_client(error: InferenceServerException) -> TritonFailure:
     return TritonFailure(classify(message), message)
 
 
+class BinaryResult:
+    """A response of Triton's HTTP protocol with binary outputs: a JSON header, then each output's bytes."""
+
+    def __init__(self, body: bytes, header_length: int) -> None:
+        header = json.loads(body[:header_length])
+        self._arrays: dict[str, np.ndarray] = {}
+        offset = header_length
+        for output in header.get("outputs", []):
+            size = int(output.get("parameters", {}).get("binary_data_size", 0))
+            raw = body[offset : offset + size]
+            offset += size
+            if output["datatype"] == "BYTES":
+                array = deserialize_bytes_tensor(raw) if size else np.array([], dtype=np.object_)
+            else:
+                array = np.frombuffer(raw, dtype=triton_to_np_dtype(output["datatype"]))
+            self._arrays[output["name"]] = array.reshape(output["shape"])
+
+    def as_numpy(self, name: str) -> np.ndarray | None:
+        return self._arrays.get(name)
+
+
 class TritonClient:
-    def __init__(self, grpc_url: str) -> None:
+    def __init__(self, grpc_url: str, http_url: str | None = None) -> None:
         self.grpc_url = grpc_url
         self._client = grpcclient.InferenceServerClient(url=grpc_url)
+        self._http = httpx.AsyncClient(base_url=http_url, timeout=httpx.Timeout(None, connect=10), trust_env=False) if http_url else None
 
     async def close(self) -> None:
         await self._client.close()
+        if self._http is not None:
+            await self._http.aclose()
+
+    async def infer_binary(
+        self, model: str, inputs: list[dict[str, Any]], name: str, datatype: str, shape: list[int], data: memoryview, outputs: list[str]
+    ) -> BinaryResult:
+        """One inference over Triton's HTTP protocol with its binary-tensor extension: the large input
+        `name` is streamed from `data` in 1 MiB pieces after the JSON header, never copied whole."""
+        assert self._http is not None, "TritonClient was made without an HTTP URL"
+        header = json.dumps(
+            {
+                "inputs": [*inputs, {"name": name, "shape": shape, "datatype": datatype, "parameters": {"binary_data_size": data.nbytes}}],
+                "outputs": [{"name": output, "parameters": {"binary_data": True}} for output in outputs],
+            }
+        ).encode()
+
+        async def body() -> AsyncIterator[bytes]:
+            yield header
+            for offset in range(0, data.nbytes, _PIECE):
+                yield bytes(data[offset : offset + _PIECE])
+
+        headers = {"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"}
+        try:
+            response = await self._http.post(f"/v2/models/{model}/infer", content=body(), headers=headers)
+        except httpx.TransportError as error:
+            raise TritonFailure(FailureKind.SERVER_UNAVAILABLE, f"Triton is not reachable: {error}") from error
+        if response.status_code != 200:
+            try:
+                message = str(response.json().get("error", response.text))
+            except ValueError:
+                message = response.text
+            kind = classify(message)
+            if kind is FailureKind.INTERNAL and response.status_code == 400:
+                kind = FailureKind.BAD_REQUEST
+            raise TritonFailure(kind, message)
+        return BinaryResult(response.content, int(response.headers.get("Inference-Header-Content-Length", len(response.content))))
 
     async def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:

@@ -8,11 +8,11 @@ srt, vtt, verbose_json and diarized_json, and the seed's shapes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
-from tritonclient.grpc import InferInput, InferRequestedOutput, InferResult
+from tritonclient.grpc import InferInput, InferRequestedOutput
 
 from passerelle.schemas.audio import (
     DiarizedSegment,
@@ -36,7 +36,6 @@ LANGUAGES = {
 }  # fmt: skip
 _CODES_BY_NAME = {name: code for code, name in LANGUAGES.items()}
 
-Inputs = Callable[[InferInput], list[InferInput]]  # the audio tensor → the request's inputs
 TRANSCRIPTION_OUTPUTS = ("text", "words", "word_times", "segments", "segment_times", "speech_times", "chunk_times", "duration")
 DIARIZATION_OUTPUTS = ("speakers", "turn_times", "rttm", "duration")
 SPEAKER_TRANSCRIPT_OUTPUTS = (
@@ -94,51 +93,55 @@ class Diarization:
 # Triton inputs ------------------------------------------------------------------------------
 
 
-def _text(name: str, value: str) -> InferInput:
-    tensor = InferInput(name, [1], "BYTES")
-    tensor.set_data_from_numpy(np.array([value.encode()], dtype=np.object_))
-    return tensor
+@dataclass(frozen=True)
+class Scalar:
+    """One optional `[1]`-shaped input beside `audio` (the speech service sends the audio itself)."""
+
+    name: str
+    datatype: str  # BYTES, BOOL or INT32
+    value: str | bool | int
 
 
-def _flag(name: str, value: bool) -> InferInput:
-    tensor = InferInput(name, [1], "BOOL")
-    tensor.set_data_from_numpy(np.array([value], dtype=np.bool_))
-    return tensor
-
-
-def _count(name: str, value: int) -> InferInput:
-    tensor = InferInput(name, [1], "INT32")
-    tensor.set_data_from_numpy(np.array([value], dtype=np.int32))
-    return tensor
-
-
-def _speaker_counts(counts: SpeakerCounts) -> list[InferInput]:
+def _speaker_counts(counts: SpeakerCounts) -> list[Scalar]:
     values = {"num_speakers": counts.num_speakers, "min_speakers": counts.min_speakers, "max_speakers": counts.max_speakers}
-    return [_count(name, value) for name, value in values.items() if value is not None]
+    return [Scalar(name, "INT32", value) for name, value in values.items() if value is not None]
 
 
-def transcription_inputs(audio: InferInput, source: str, target: str, *, punctuation: bool, timestamps: bool) -> list[InferInput]:
+def transcription_inputs(source: str, target: str, *, punctuation: bool, timestamps: bool) -> list[Scalar]:
     return [
-        audio,
-        _text("source_language", source),
-        _text("target_language", target),
-        _flag("punctuation", punctuation),
-        _flag("timestamps", timestamps),
+        Scalar("source_language", "BYTES", source),
+        Scalar("target_language", "BYTES", target),
+        Scalar("punctuation", "BOOL", punctuation),
+        Scalar("timestamps", "BOOL", timestamps),
     ]
 
 
-def diarization_inputs(audio: InferInput, counts: SpeakerCounts) -> list[InferInput]:
-    return [audio, *_speaker_counts(counts)]
+def diarization_inputs(counts: SpeakerCounts) -> list[Scalar]:
+    return _speaker_counts(counts)
 
 
-def speaker_transcript_inputs(audio: InferInput, source: str, target: str, *, punctuation: bool, counts: SpeakerCounts) -> list[InferInput]:
+def speaker_transcript_inputs(source: str, target: str, *, punctuation: bool, counts: SpeakerCounts) -> list[Scalar]:
     return [
-        audio,
-        _text("source_language", source),
-        _text("target_language", target),
-        _flag("punctuation", punctuation),
+        Scalar("source_language", "BYTES", source),
+        Scalar("target_language", "BYTES", target),
+        Scalar("punctuation", "BOOL", punctuation),
         *_speaker_counts(counts),
     ]
+
+
+_NUMPY_TYPES = {"BYTES": np.object_, "BOOL": np.bool_, "INT32": np.int32}
+
+
+def grpc_input(scalar: Scalar) -> InferInput:
+    tensor = InferInput(scalar.name, [1], scalar.datatype)
+    value = scalar.value.encode() if isinstance(scalar.value, str) else scalar.value
+    tensor.set_data_from_numpy(np.array([value], dtype=_NUMPY_TYPES[scalar.datatype]))
+    return tensor
+
+
+def http_input(scalar: Scalar) -> dict[str, Any]:
+    """The KServe v2 JSON form of a scalar input (Triton's HTTP protocol)."""
+    return {"name": scalar.name, "shape": [1], "datatype": scalar.datatype, "data": [scalar.value]}
 
 
 def requested(names: tuple[str, ...]) -> list[InferRequestedOutput]:
@@ -146,6 +149,12 @@ def requested(names: tuple[str, ...]) -> list[InferRequestedOutput]:
 
 
 # Triton outputs -----------------------------------------------------------------------------
+
+
+class InferResult(Protocol):
+    """What the parsers read: tritonclient's gRPC and HTTP results both have it."""
+
+    def as_numpy(self, name: str) -> np.ndarray | None: ...
 
 
 def _strings(result: InferResult, name: str) -> list[str]:
