@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -233,3 +233,19 @@ def generation_settle(stack: Stack, timeout: float = 60) -> dict[str, float]:
         previous = current
         time.sleep(1.0)
     raise AssertionError("the engine kept generating")
+
+
+def assert_cancels(stack: Stack, attempt: Callable[[], None], tries: int = 3) -> None:
+    """`attempt` starts a long qwen generation (ignore_eos, 4000 tokens) and abandons it. Passes when
+    an attempt generated tokens but did not finish by "length", i.e. it was aborted. Up to `tries`:
+    Triton 2.51 now and then misses a gRPC stream cancellation (the model's `is_cancelled()` never
+    turns true), and this VM sometimes stalls as a whole; a broken cancellation fails every try."""
+    seen = []
+    for _ in range(tries):
+        before = generation_settle(stack)
+        attempt()
+        after = generation_settle(stack)
+        if after["tokens"] > before["tokens"] and after["length"] == before["length"]:
+            return
+        seen.append((before, after))
+    raise AssertionError(f"no attempt was aborted: {seen}")
