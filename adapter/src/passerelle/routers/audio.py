@@ -160,16 +160,8 @@ async def _openai_audio(request: Request, services: Services, *, task: str) -> R
     fmt = form.response_format
     pipeline = _pipeline(services, model) if fmt == "diarized_json" else None
     async with _decoded(services, upload) as audio:
-        if pipeline is not None:
-            parts = [model.key, pipeline.parameters.get("diarization_model", "")]
-            transcript = await services.speech.speaker_transcribe(
-                pipeline.key, parts, audio, source, target, punctuation=form.punctuation, counts=form
-            )
-        else:
-            timestamps = fmt in ("srt", "vtt", "verbose_json")
-            transcript = await services.speech.transcribe(
-                model.key, audio, source, target, punctuation=form.punctuation, timestamps=timestamps
-            )
+        timestamps = fmt in ("srt", "vtt", "verbose_json")
+        transcript = await _transcript(services, model, pipeline, audio, source, target, form, timestamps=timestamps)
     headers = _headers(audio, transcript)
     # verbose_json reports the language of its text: the spoken one, or the one it was translated into.
     return _format(transcript, fmt, form, task="translate" if target != source else task, language=target, headers=headers)
@@ -184,6 +176,24 @@ def _pipeline(services: Services, model: ServedModel) -> ServedModel:
             code="unsupported_value",
         )
     return pipeline
+
+
+async def _transcript(
+    services: Services,
+    model: ServedModel,
+    pipeline: ServedModel | None,
+    audio: DecodedAudio,
+    source: str,
+    target: str,
+    form: TranscriptionForm | SeedTranscribeForm,
+    *,
+    timestamps: bool,
+) -> Transcript:
+    """Canary alone, or, with a speaker pipeline, the speaker-attributed transcript (always timed)."""
+    if pipeline is None:
+        return await services.speech.transcribe(model.key, audio, source, target, punctuation=form.punctuation, timestamps=timestamps)
+    parts = [model.key, pipeline.parameters.get("diarization_model", "")]
+    return await services.speech.speaker_transcribe(pipeline.key, parts, audio, source, target, punctuation=form.punctuation, counts=form)
 
 
 def _format(transcript: Transcript, fmt: str, form: TranscriptionForm, *, task: str, language: str, headers: dict[str, str]) -> Response:
@@ -240,15 +250,7 @@ async def seed_transcribe(request: Request, services: ServicesDep) -> JSONRespon
         raise InvalidRequest("Speaker counts need diarization=true.", param="num_speakers", code="invalid_value")
     pipeline = _pipeline(services, model) if form.diarization else None
     async with _decoded(services, upload) as audio:
-        if pipeline is not None:
-            parts = [model.key, pipeline.parameters.get("diarization_model", "")]
-            transcript = await services.speech.speaker_transcribe(
-                pipeline.key, parts, audio, source, target, punctuation=form.punctuation, counts=form
-            )
-        else:
-            transcript = await services.speech.transcribe(
-                model.key, audio, source, target, punctuation=form.punctuation, timestamps=form.timestamps
-            )
+        transcript = await _transcript(services, model, pipeline, audio, source, target, form, timestamps=form.timestamps)
     detailed = form.timestamps or form.diarization
     body = SeedTranscription(
         text=transcript.text,

@@ -60,8 +60,6 @@ class DecodedAudio:
     object (`shared_memory`: its /dev/shm path) that Triton maps without the adapter reading it."""
 
     samples: int
-    format: str
-    upload_bytes: int
     decode_s: float
     pcm: np.ndarray | None = None
     shared_memory: Path | None = None
@@ -151,10 +149,10 @@ class AudioDecoder:
         upload.flush()
         fd = upload.fileno()  # a spooled upload rolls over to a real file here, so ffmpeg can seek in it
         started = asyncio.get_running_loop().time()
-        container, declared = await self.probe(fd)
+        _, declared = await self.probe(fd)
         if declared is not None and declared > self.settings.max_audio_duration_s:
             raise self._too_long(declared)
-        audio = DecodedAudio(0, container, size, 0.0)
+        audio = DecodedAudio(0, 0.0)
         try:
             if self.settings.audio_through_shared_memory:
                 audio.shared_memory = self.settings.shared_memory_dir / f"passerelle-audio-{uuid.uuid4().hex}"

@@ -31,7 +31,7 @@ import re
 import tempfile
 import threading
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -67,10 +67,6 @@ class Diarization:
     rttm: str
     speakers: list[str]
     duration: float
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form: turns become ``{"speaker", "start", "end"}`` dicts."""
-        return asdict(self)
 
 
 def check_pyannote_version() -> str:
