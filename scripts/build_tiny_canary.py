@@ -8,8 +8,7 @@ DIR receives ``canary-tiny.nemo`` (about 3 MB): a NeMo ``EncDecMultiTaskModel``
 about a second on CPU.  Nothing is downloaded: both tokenizers are trained here
 on a built-in corpus, weights come from fixed seeds, and the archive is packed
 deterministically (sorted members, zeroed mtimes and owners, artifact names
-from content hashes instead of NeMo's random uuids), so two builds are
-byte-identical.  A build takes 20-40 s on 2 cores, most of it importing NeMo.
+from content hashes instead of NeMo's random uuids).
 
 Architecture (0.43 M parameters in the main model, 0.09 M in the aligner):
 
@@ -37,13 +36,23 @@ Architecture (0.43 M parameters in the main model, 0.09 M in the aligner):
 
 Weights.  Encoder, preprocessor and aligner keep their random initialization.
 A random decoder only repeats one token up to the length limit (nothing to
-align, nothing to check), so the decoder and the head's bias are fitted for
-``IMPRINT_STEPS`` deterministic steps (single-threaded, a few seconds) to say
+align, nothing to check), so the decoder and the head's bias are fitted
+(single-threaded, deterministic for one CPU code path) to say
 ``SENTENCES[target_lang]`` whatever the audio: "Hello world, this is a test."
 for en, "Hallo Welt, das ist ein Test." for de (so translation is visible), and
 so on; with ``pnc=no`` the same sentence lowercase without punctuation.  Word
 times come from the random aligner, so they are valid but meaningless.
 ``--random-decoder`` skips the fitting.
+
+The fit is checked, not trusted: float results differ between CPUs (SIMD width,
+oneDNN and MKL kernels, thread counts), and a fit that only just passes on one
+CPU says another language on the next.  It runs in rounds until, on held-out
+signals of up to 30 s and for every (source, target, pnc), the expected token
+beats the runner-up by ``MARGIN`` nats at every decoding step (usually 300-600
+steps, 1-3 minutes); then NeMo's own ``transcribe`` must say the sentence for
+every task the tests use (``CHECKED_TASKS``).  A failed check exits with code 3
+and one line saying what failed.  The figures go to ``build-report.json``.
+Builds are byte-identical across runs on one CPU code path, not across CPUs.
 
 Tokenizer: one SentencePiece BPE model (256 pieces, ``type: bpe``) wrapped as
 ``custom_tokenizer: CanaryBPETokenizer``, canary-1b-v2's unified-tokenizer
@@ -93,13 +102,25 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np
 import torch
 
+from tiny_build_report import CheckFailed, build_report
+
 SEED = 1234
 NEMO_NAME = "canary-tiny.nemo"
 SAMPLE_RATE = 16000
 N_MELS = 128
 VOCAB_SIZE = 256
 ALIGNER_VOCAB_SIZE = 96
-IMPRINT_STEPS = 100
+# The fit (see fit_decoder) runs in rounds until, at every answer step, the expected token's log-probability beats
+# the runner-up's by MARGIN nats (a probability ratio of e**3, about 20), for at most MAX_FIT_STEPS steps.  Float
+# differences between CPU code paths move these log-probabilities by about 1e-5; the margin is for audio the fit
+# never saw (speech rather than synthetic signals) and Triton's batching.
+MARGIN = 3.0
+LONGEST_WINDOW_S = 30.0  # the longest window the canary model decodes at once (CanaryEngine.max_chunk_s)
+FIT_ROUND_STEPS = 50
+MAX_FIT_STEPS = 2000
+LR_DECAY_PER_ROUND = 0.9
+# Checked through NeMo's own transcribe path as well: every (source, target, pnc) that the tests ask for.
+CHECKED_TASKS = [("en", "en", "yes"), ("de", "en", "yes"), ("en", "fr", "yes"), ("en", "en", "no"), ("fr", "de", "no")]
 
 LANGUAGES = [
     "en", "de", "fr", "es", "it", "pt", "nl", "pl", "ru", "uk", "bg", "cs", "da",
@@ -377,12 +398,12 @@ def _canary_cfg(tokenizer_dir: Path) -> dict[str, Any]:
     }
 
 
-def _synthetic_signals(count: int = 8) -> list[torch.Tensor]:
-    """Noise bursts, pitched tones and silence of 0.5-6 s: stand-ins for speech when fitting the decoder."""
-    gen = torch.Generator().manual_seed(SEED)
+def _synthetic_signals(seed: int, count: int = 8, longest_s: float = 6.0) -> list[torch.Tensor]:
+    """Noise bursts, pitched tones and silence of 0.5 s to ``longest_s``: stand-ins for speech."""
+    gen = torch.Generator().manual_seed(seed)
     signals = []
     for i in range(count):
-        n = int(SAMPLE_RATE * (0.5 + 5.5 * i / (count - 1)))
+        n = int(SAMPLE_RATE * (0.5 + (longest_s - 0.5) * i / (count - 1)))
         t = torch.arange(n) / SAMPLE_RATE
         if i % 4 == 0:
             x = torch.zeros(n)
@@ -397,84 +418,165 @@ def _synthetic_signals(count: int = 8) -> list[torch.Tensor]:
     return signals
 
 
-def _imprint_decoder(model: Any, steps: int) -> None:
+def _held_out_signals() -> list[torch.Tensor]:
+    """Signals the fit never sees, up to the longest window."""
+    return _synthetic_signals(SEED + 3, count=4, longest_s=LONGEST_WINDOW_S)
+
+
+def _fit_batch(model: Any, signals: list[torch.Tensor], sources: list[str] | None) -> dict[str, Any]:
+    """Encoder states of ``signals`` and the teacher-forcing batch of every (target, pnc) answer.
+
+    ``sources`` None: one row per (target, pnc), its source slot overwritten at random at every fitting step.
+    Otherwise one row per (source, target, pnc) for every listed source (the target itself for "same").
+    """
+    lengths = torch.tensor([len(x) for x in signals])
+    audio = torch.nn.utils.rnn.pad_sequence(signals, batch_first=True)
+    model.eval()
+    with torch.no_grad():
+        _, _, enc_states, enc_mask = model.forward(input_signal=audio, input_signal_length=lengths)
+    rows, sequences, answer_starts = [], [], []
+    for target in LANGUAGES:
+        for pnc in ("yes", "no"):
+            for source in sources or [target]:
+                source = target if source == "same" else source
+                turns = model.prompt.get_default_dialog_slots()
+                turns[0]["slots"].update(source_lang=source, target_lang=target, pnc=pnc)
+                text = SENTENCES[target] if pnc == "yes" else _unpunctuated(SENTENCES[target])
+                encoded = model.prompt.encode_dialog([*turns, {"role": "assistant", "slots": {"text": text}}])
+                rows.append((source, target, pnc))
+                sequences.append(encoded["input_ids"])
+                answer_starts.append(len(encoded["context_ids"]))
+    ids = torch.nn.utils.rnn.pad_sequence(sequences, batch_first=True, padding_value=model.tokenizer.pad_id)
+    positions = torch.arange(ids.shape[1] - 1)
+    seq_lens = torch.tensor([len(x) for x in sequences])
+    return {
+        "rows": rows,
+        "ids": ids,
+        "enc_states": enc_states,
+        "enc_mask": enc_mask,
+        # Label position p predicts token p + 1; only the answer's tokens (EOS included) count.
+        "answer_mask": (positions >= torch.tensor(answer_starts)[:, None] - 1) & (positions < seq_lens[:, None] - 1),
+        "decoder_mask": (positions < seq_lens[:, None] - 1).long(),
+    }
+
+
+def _answer_log_probs(model: Any, batch: dict[str, Any], inputs: torch.Tensor, signal_of_row: torch.Tensor) -> torch.Tensor:
+    dec_states = model.transf_decoder(
+        input_ids=inputs,
+        decoder_mask=batch["decoder_mask"],
+        encoder_embeddings=batch["enc_states"][signal_of_row],
+        encoder_mask=batch["enc_mask"][signal_of_row],
+    )
+    return model.log_softmax(hidden_states=dec_states)
+
+
+def decoding_margin(model: Any, batch: dict[str, Any]) -> tuple[float, str]:
+    """The smallest gap, over every answer step of every row and signal, between the expected token's
+    log-probability and the best other token's, under teacher forcing, and where it occurs.
+
+    Greedy decoding (canary's beam 1) follows the teacher-forced path exactly while that gap is positive, so a
+    gap of at least MARGIN at every step means the decoded text is the sentence, with room for the float
+    differences of other CPUs, thread counts and Triton's batching.
+    """
+    ids, answer_mask = batch["ids"], batch["answer_mask"]
+    labels = ids[:, 1:]
+    worst, where = float("inf"), ""
+    with torch.no_grad():
+        for signal in range(len(batch["enc_states"])):
+            log_probs = _answer_log_probs(model, batch, ids[:, :-1], torch.full((len(ids),), signal))
+            expected = log_probs.gather(-1, labels[..., None]).squeeze(-1)
+            others = log_probs.scatter(-1, labels[..., None], float("-inf")).max(-1).values
+            gaps = (expected - others).masked_fill(~answer_mask, float("inf"))
+            row_gaps = gaps.min(-1)
+            row = int(row_gaps.values.argmin())
+            if float(row_gaps.values[row]) < worst:
+                source, target, pnc = batch["rows"][row]
+                step = int(row_gaps.indices[row]) - int(answer_mask[row].nonzero()[0])
+                worst = float(row_gaps.values[row])
+                where = f"{source}->{target} pnc={pnc}, answer token {step}, held-out signal {signal}"
+    return worst, where
+
+
+def fit_decoder(model: Any, max_steps: int = MAX_FIT_STEPS) -> dict[str, Any]:
     """Fit the decoder (and head bias) so that greedy decoding says SENTENCES[target_lang] whatever the audio.
 
     A random transformer decoder repeats one token up to the length limit, which leaves nothing for the aligner
-    to align and nothing for tests to check.  Teacher-forced on every (source, target, pnc) prompt over the
-    encoder states of a few synthetic signals, it learns to ignore the audio and emit the target language's
-    sentence, punctuated and cased with ``pnc=yes``, lowercase without punctuation with ``pnc=no``, then EOS.
-    The encoder, preprocessor and aligner keep their random weights.
+    to align and nothing for tests to check.  Teacher-forced on every (target, pnc) prompt with a random source
+    language, over the encoder states of a few synthetic signals, it learns to ignore the audio and emit the
+    target language's sentence, punctuated and cased with ``pnc=yes``, lowercase without punctuation with
+    ``pnc=no``, then EOS.  It is fitted in rounds of FIT_ROUND_STEPS until ``decoding_margin`` on held-out
+    signals and every source reaches MARGIN, for at most ``max_steps``.  The encoder, preprocessor and aligner
+    keep their random weights.  Returns the fit's figures.
     """
-
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one thread: the same float reductions, hence the same weights, on every machine
+    started = time.monotonic()
     try:
+        # One thread for the fit: the same float reductions, hence the same weights, for one CPU code path.
+        torch.set_num_threads(1)
         torch.manual_seed(SEED + 2)
-        signals = _synthetic_signals()
-        lengths = torch.tensor([len(x) for x in signals])
-        audio = torch.nn.utils.rnn.pad_sequence(signals, batch_first=True)
-        model.eval()
-        with torch.no_grad():
-            _, _, enc_states, enc_mask = model.forward(input_signal=audio, input_signal_length=lengths)
-
-        sequences, answer_starts = [], []
-        for target in LANGUAGES:
-            for pnc in ("yes", "no"):
-                turns = model.prompt.get_default_dialog_slots()
-                # The source slot is a placeholder, overwritten below with a random language at every step.
-                turns[0]["slots"].update(source_lang=target, target_lang=target, pnc=pnc)
-                text = SENTENCES[target] if pnc == "yes" else _unpunctuated(SENTENCES[target])
-                encoded = model.prompt.encode_dialog([*turns, {"role": "assistant", "slots": {"text": text}}])
-                sequences.append(encoded["input_ids"])
-                answer_starts.append(len(encoded["context_ids"]))
-        pad_id = model.tokenizer.pad_id
-        ids = torch.nn.utils.rnn.pad_sequence(sequences, batch_first=True, padding_value=pad_id)
+        train = _fit_batch(model, _synthetic_signals(SEED, longest_s=LONGEST_WINDOW_S), sources=None)
+        ids = train["ids"]
+        labels = ids[:, 1:]
         # Row 0 has source = target = LANGUAGES[0], and the template puts source_lang before target_lang.
         source_pos = int((ids[0] == model.tokenizer.token_to_id(f"<|{LANGUAGES[0]}|>")).nonzero()[0])
         lang_ids = torch.tensor([model.tokenizer.token_to_id(f"<|{lang}|>") for lang in LANGUAGES])
-        positions = torch.arange(ids.shape[1] - 1)
-        seq_lens = torch.tensor([len(x) for x in sequences])
-        # Loss on the answer tokens (EOS included) only: label position p predicts token p + 1.
-        loss_mask = (positions >= torch.tensor(answer_starts)[:, None] - 1) & (positions < seq_lens[:, None] - 1)
-        decoder_mask = (positions < seq_lens[:, None] - 1).long()
-        labels = ids[:, 1:]
-
         params = [*model.transf_decoder.parameters(), model.log_softmax.mlp.layer0.bias]
         optimizer = torch.optim.Adam(params, lr=5e-3)
-        model.transf_decoder.train()
-        started = time.monotonic()
-        for _ in range(steps):
-            inputs = ids[:, :-1].clone()
-            inputs[:, source_pos] = lang_ids[torch.randint(len(LANGUAGES), (len(sequences),))]
-            which_signal = torch.randint(len(signals), (len(sequences),))
-            dec_states = model.transf_decoder(
-                input_ids=inputs,
-                decoder_mask=decoder_mask,
-                encoder_embeddings=enc_states[which_signal],
-                encoder_mask=enc_mask[which_signal],
-            )
-            log_probs = model.log_softmax(hidden_states=dec_states)
-            nll = -log_probs.gather(-1, labels[..., None]).squeeze(-1)
-            loss = nll[loss_mask].mean()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        model.transf_decoder.eval()
-        print(f"decoder fitted: {steps} steps in {time.monotonic() - started:.1f} s, final loss {loss.item():.4f}")
+        scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=LR_DECAY_PER_ROUND)
+        # Each round measures the margin with two sources; only a round that passes pays for all of them.
+        quick_sources, held_out, full = ["same", "en"], None, None
+        steps, loss, margin, where = 0, torch.tensor(float("nan")), float("-inf"), "not fitted"
+        while steps < max_steps:
+            model.transf_decoder.train()
+            for _ in range(FIT_ROUND_STEPS):
+                inputs = ids[:, :-1].clone()
+                inputs[:, source_pos] = lang_ids[torch.randint(len(LANGUAGES), (len(ids),))]
+                log_probs = _answer_log_probs(model, train, inputs, torch.randint(len(train["enc_states"]), (len(ids),)))
+                expected = log_probs.gather(-1, labels[..., None]).squeeze(-1)
+                loss = -expected[train["answer_mask"]].mean()
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            scheduler.step()
+            steps += FIT_ROUND_STEPS
+            model.transf_decoder.eval()
+            # The margin is measured with the caller's thread count: only the fit is pinned to one thread.
+            torch.set_num_threads(threads)
+            if held_out is None:
+                held_out = _fit_batch(model, _held_out_signals(), sources=quick_sources)
+            margin, where = decoding_margin(model, held_out)
+            if margin >= MARGIN:
+                full = full or _fit_batch(model, _held_out_signals(), sources=LANGUAGES)
+                margin, where = decoding_margin(model, full)
+            torch.set_num_threads(1)
+            print(f"decoder fit: {steps} steps, loss {loss.item():.4f}, smallest margin {margin:.2f} ({where})", flush=True)
+            if margin >= MARGIN:
+                break
     finally:
         torch.set_num_threads(threads)
+    figures = {
+        "steps": steps,
+        "final_loss": round(loss.item(), 6),
+        "margin": round(margin, 3),
+        "required_margin": MARGIN,
+        "fit_seconds": round(time.monotonic() - started, 1),
+    }
+    if margin < MARGIN:
+        raise CheckFailed(
+            f"tiny Canary: after {steps} fitting steps the decoder's smallest margin is {margin:.2f} nats ({where}); {MARGIN} is required"
+        )
+    return figures
 
 
-def _check_sentences(model: Any) -> None:
-    """Greedy-decode two synthetic signals the fitting never saw and compare with SENTENCES."""
+def check_sentences(model: Any) -> None:
+    """Through NeMo's own transcribe path, decode held-out signals for every (source, target, pnc) the
+    tests use and compare with SENTENCES exactly."""
     from nemo.collections.asr.models.aed_multitask_models import MultiTaskTranscriptionConfig
 
-    gen = torch.Generator().manual_seed(SEED + 3)
-    audio = [(0.05 * torch.randn(n, generator=gen)).numpy() for n in (SAMPLE_RATE * 2, SAMPLE_RATE * 7)]
-    for source, target, pnc in (("en", "en", "yes"), ("fr", "de", "no")):
+    audio = [x.numpy() for x in _held_out_signals()]
+    for source, target, pnc in CHECKED_TASKS:
         config = MultiTaskTranscriptionConfig(
-            batch_size=2,
+            batch_size=len(audio),
             num_workers=0,
             verbose=False,
             enable_chunking=False,
@@ -483,7 +585,7 @@ def _check_sentences(model: Any) -> None:
         expected = SENTENCES[target] if pnc == "yes" else _unpunctuated(SENTENCES[target])
         texts = [hyp.text for hyp in model.transcribe(audio, override_config=config)]
         if texts != [expected] * len(audio):
-            raise RuntimeError(f"fitted decoder says {texts} for {source}->{target} pnc={pnc}, expected {expected!r}")
+            raise CheckFailed(f"tiny Canary: the fitted decoder says {texts} for {source}->{target} pnc={pnc}, expected {expected!r}")
 
 
 def _save_unpacked(model: Any, out_dir: Path) -> None:
@@ -526,7 +628,8 @@ def _pack(folder: Path, nemo_path: Path) -> None:
     tmp.replace(nemo_path)
 
 
-def build(out_dir: Path, imprint_steps: int = IMPRINT_STEPS) -> Path:
+def build(out_dir: Path, fit: bool = True) -> dict[str, Any]:
+    """Write the .nemo into out_dir; returns the fit's figures (empty without fitting)."""
     from nemo.collections.asr.models import EncDecCTCModelBPE, EncDecMultiTaskModel
     from nemo.utils import logging as nemo_logging
     from omegaconf import OmegaConf
@@ -551,9 +654,10 @@ def build(out_dir: Path, imprint_steps: int = IMPRINT_STEPS) -> Path:
 
         _seed_everything(SEED + 1)
         model = EncDecMultiTaskModel(cfg=OmegaConf.create(_canary_cfg(canary_tok)))
-        if imprint_steps > 0:
-            _imprint_decoder(model, imprint_steps)
-            _check_sentences(model)
+        figures: dict[str, Any] = {}
+        if fit:
+            figures = fit_decoder(model)
+            check_sentences(model)
         model.eval()
         model_dir = tmp / "model"
         _save_unpacked(model, model_dir)
@@ -568,7 +672,7 @@ def build(out_dir: Path, imprint_steps: int = IMPRINT_STEPS) -> Path:
         n_main = sum(p.numel() for p in model.parameters())
         n_aligner = sum(p.numel() for p in aligner.parameters())
         print(f"main model: {n_main / 1e6:.2f} M params, aligner: {n_aligner / 1e6:.2f} M params, vocab {model.tokenizer.vocab_size}")
-    return nemo_path
+    return figures
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -576,10 +680,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="output directory; receives " + NEMO_NAME)
     parser.add_argument("--random-decoder", action="store_true", help="skip fitting the decoder (it then repeats one token)")
     args = parser.parse_args(argv)
-    start = time.monotonic()
-    nemo_path = build(args.out, imprint_steps=0 if args.random_decoder else IMPRINT_STEPS)
-    size_mb = nemo_path.stat().st_size / 1e6
-    print(f"wrote {nemo_path} ({size_mb:.1f} MB) in {time.monotonic() - start:.1f} s")
+    with build_report(args.out, "canary") as report:
+        report.update(build(args.out, fit=not args.random_decoder))
     return 0
 
 

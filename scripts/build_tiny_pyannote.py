@@ -52,8 +52,8 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,8 @@ import lightning
 import numpy as np
 import torch
 import yaml
+
+from tiny_build_report import CheckFailed, build_report
 
 with warnings.catch_warnings():
     # pyannote warns at import that torchcodec is missing; the bundle never decodes files.
@@ -89,6 +91,15 @@ SPEECH_HEAD = (40.0, 0.05)  # (gain, threshold) on the summed forward + backward
 VOICE_HEAD = (3.0, 0.2)
 LSTM_HIDDEN = 16
 LINEAR_HIDDEN = 16
+POWERSET_CLASS = {"speaker#1": 1, "speaker#2": 2}
+
+# The build's check (check_segmentation): speech it was not tuned on, and the share of frames that must be
+# decided right with a margin of CHECK_MARGIN nats between the chosen powerset class and the next.
+CHECK_LINES = (("en", "Good evening, the train leaves at nine."), ("en+f3", "Then we meet at the station after work."))
+CHECK_GAP_S = 1.5
+CHECK_EDGE_S = 0.6
+CHECK_MARGIN = 1.0
+CHECK_REQUIRED = {"silence": 0.95, "speaker#1 speech": 0.9, "speaker#2 speech": 0.9}
 
 CONFIG: dict[str, Any] = {
     "dependencies": {"pyannote.audio": "4.0.0"},
@@ -252,23 +263,94 @@ def save_model(model: Model, directory: Path) -> Path:
     return path
 
 
-def build(out: Path) -> None:
+def speak(voice: str, text: str) -> np.ndarray:
+    """espeak-ng's speech (a set-up package, as for the tests), as 16 kHz mono float32 through ffmpeg."""
+    wav = subprocess.run(["espeak-ng", "-v", voice, "--stdout", text], check=True, capture_output=True).stdout
+    pcm = subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-i", "pipe:0", "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "f32le", "pipe:1"],
+        input=wav,
+        check=True,
+        capture_output=True,
+    ).stdout
+    return np.frombuffer(pcm, dtype=np.float32)
+
+
+def check_segmentation(model: PyanNet) -> dict[str, Any]:
+    """The planted paths must decide with a margin on speech they were not tuned on.
+
+    One 10 s chunk: silence, espeak-ng's ``en`` voice, silence, its ``en+f3`` voice, silence, as in the tests'
+    dialogue.  A speech frame counts as detected only when the best speech class beats "no speech" by
+    CHECK_MARGIN (log-probability), and a silent frame only the other way round, so a decision that float
+    differences between CPUs could flip counts as wrong.  Frames within CHECK_EDGE_S of a boundary are not
+    judged (the bidirectional integrators smear decisions by about half a second); speech frames are those whose 20 ms level is within
+    20 dB of their utterance's loudest.  The share of each voice's frames given its own local speaker with
+    that margin is reported, not required: the tests check speech, not who speaks.
+    """
+    pieces: list[np.ndarray] = []
+    spans: list[tuple[str, float, float]] = []
+    gap = np.zeros(int(CHECK_GAP_S * SAMPLE_RATE), dtype=np.float32)
+    for label, (voice, text) in zip(("speaker#1", "speaker#2"), CHECK_LINES, strict=True):
+        pieces.append(gap)
+        start = sum(len(x) for x in pieces) / SAMPLE_RATE
+        pieces.append(speak(voice, text))
+        spans.append((label, start, start + len(pieces[-1]) / SAMPLE_RATE))
+    audio = np.concatenate([*pieces, gap])
+    if len(audio) > SEGMENTATION_DURATION * SAMPLE_RATE:
+        raise CheckFailed(f"tiny pyannote: the check's speech takes {len(audio) / SAMPLE_RATE:.1f} s, more than one chunk")
+    audio = np.pad(audio, (0, int(SEGMENTATION_DURATION * SAMPLE_RATE) - len(audio)))
+    with torch.no_grad():
+        log_probs = model(torch.from_numpy(audio)[None, None, :])[0]
+    frames = log_probs.shape[0]
+    centres = (np.arange(frames) + 0.5) * SEGMENTATION_DURATION / frames
+    # Speech margin: the best speech class against no speech; voice margin: a class against the other speech classes.
+    speech_margin = (log_probs[:, 1:].max(-1).values - log_probs[:, 0]).numpy()
+    window = int(0.02 * SAMPLE_RATE)
+    level = np.array([np.sqrt(np.mean(audio[max(0, int(t * SAMPLE_RATE) - window) : int(t * SAMPLE_RATE) + window] ** 2)) for t in centres])
+
+    def inside(start: float, end: float) -> np.ndarray:
+        return (centres >= start + CHECK_EDGE_S) & (centres <= end - CHECK_EDGE_S)
+
+    figures: dict[str, Any] = {"margin": CHECK_MARGIN}
+    silence = centres <= spans[-1][2] + CHECK_GAP_S - CHECK_EDGE_S
+    for label, start, end in spans:
+        silence &= (centres < start - CHECK_EDGE_S) | (centres > end + CHECK_EDGE_S)
+        speech = inside(start, end) & (level >= level[inside(start, end)].max() * 0.1)
+        own = POWERSET_CLASS[label]
+        others = [k for k in range(1, log_probs.shape[1]) if k != own]
+        voice_margin = (log_probs[:, own] - log_probs[:, others].max(-1).values).numpy()
+        figures[f"{label} speech"] = round(float(np.mean(speech_margin[speech] >= CHECK_MARGIN)), 3)
+        figures[f"{label} own voice"] = round(float(np.mean(voice_margin[speech] >= CHECK_MARGIN)), 3)
+    figures["silence"] = round(float(np.mean(-speech_margin[silence] >= CHECK_MARGIN)), 3)
+    print(f"segmentation check: {figures}", flush=True)
+    for name, required in CHECK_REQUIRED.items():
+        if figures[name] < required:
+            raise CheckFailed(
+                f"tiny pyannote: only {figures[name]:.0%} of the check's {name} frames are decided with a margin of "
+                f"{CHECK_MARGIN} ({required:.0%} required)"
+            )
+    return figures
+
+
+def build(out: Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
-    checkpoints = [save_model(build_segmentation(), out / "segmentation"), save_model(build_embedding(), out / "embedding")]
+    segmentation = build_segmentation()
+    figures = check_segmentation(segmentation)
+    checkpoints = [save_model(segmentation, out / "segmentation"), save_model(build_embedding(), out / "embedding")]
     write_plda(out / "plda")
     (out / "config.yaml").write_text(yaml.safe_dump(CONFIG, sort_keys=False), encoding="utf-8")
     for path in checkpoints:  # round trip through pyannote's own loader
         Model.from_pretrained(path)
+    return figures
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="bundle directory (created if missing)")
     args = parser.parse_args(argv)
-    started = time.perf_counter()
-    build(args.out)
+    with build_report(args.out, "pyannote") as report:
+        report.update(build(args.out))
     size = sum(path.stat().st_size for path in args.out.rglob("*") if path.is_file())
-    print(f"wrote {args.out} ({size / 1e6:.1f} MB) in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    print(f"wrote {args.out} ({size / 1e6:.1f} MB)", file=sys.stderr)
     return 0
 
 

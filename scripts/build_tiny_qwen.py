@@ -8,7 +8,9 @@ DIR receives a Hugging Face-layout checkpoint of the production architecture
 Qwen/Qwen3-VL-30B-A3B-Instruct), small enough (a few MB) for vLLM's CPU build
 to load in seconds.  Nothing is downloaded: the tokenizer is trained here on
 the built-in ``CORPUS`` and the weights are drawn from a fixed seed, so two
-builds produce byte-identical files.
+builds on one CPU code path produce byte-identical files (torch's random
+normal fill is vectorised, so another CPU may draw other weights).  The build
+ends with a check (``check_model``) whose figures go to build-report.json.
 
 Files written: tokenizer.json, tokenizer_config.json, chat_template.jinja,
 config.json, generation_config.json, model.safetensors,
@@ -42,6 +44,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+from tiny_build_report import CheckFailed, build_report
 
 SEED = 1234
 TARGET_VOCAB_SIZE = 2000
@@ -282,7 +286,7 @@ def build_model_config(out, ids, tokenizer_size):
 
 
 def build_weights(out, config):
-    """Random-init the transformers model and save it in the original checkpoint layout."""
+    """Random-init the transformers model and save it in the original checkpoint layout; returns the model."""
     from transformers import Qwen3VLMoeForConditionalGeneration
 
     torch.manual_seed(SEED)
@@ -296,6 +300,35 @@ def build_weights(out, config):
         tensors[name] = tensor.detach().to(torch.float32).contiguous().clone()
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
     (out / "model.safetensors").chmod(0o644)  # save_file creates it 0600
+    return model
+
+
+def check_model(out, built):
+    """Load the directory back the way a user's tools would and compare with the model in memory.
+
+    The random weights decide nothing the tests rely on (they ask for exact token counts with ``ignore_eos``),
+    so the check is about the files: the checkpoint reloads with the same logits (within a tolerance, as
+    float results differ between CPU code paths), the chat template renders an image turn, and the image
+    processor gives the documented token count.  The expert layout vLLM needs is checked by vLLM's loader
+    itself (a wrongly oriented tensor fails to load, see ``text_config``); transformers accepts both.
+    """
+    from PIL import Image
+    from transformers import AutoProcessor, Qwen3VLMoeForConditionalGeneration
+
+    processor = AutoProcessor.from_pretrained(out)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is in the picture?"}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    inputs = processor(text=[prompt], images=[Image.new("RGB", (96, 64), (200, 30, 30))], return_tensors="pt")
+    image_tokens = int((inputs["input_ids"] == processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")).sum())
+    if image_tokens != 6:
+        raise CheckFailed(f"tiny Qwen: a 96x64 image became {image_tokens} image tokens, expected 6")
+    loaded = Qwen3VLMoeForConditionalGeneration.from_pretrained(out, dtype=torch.float32).eval()
+    with torch.no_grad():
+        expected, actual = built(**inputs).logits, loaded(**inputs).logits
+    difference = float((expected - actual).abs().max())
+    if difference > 1e-4:
+        raise CheckFailed(f"tiny Qwen: the saved checkpoint computes other logits than the built model (max difference {difference:.2g})")
+    return {"image_tokens_96x64": image_tokens, "max_logit_difference": difference}
 
 
 def build_processor_configs(out):
@@ -343,10 +376,12 @@ def main():
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args.out.mkdir(parents=True, exist_ok=True)
-    ids, tokenizer_size = build_tokenizer(args.out)
-    config = build_model_config(args.out, ids, tokenizer_size)
-    build_weights(args.out, config)
-    build_processor_configs(args.out)
+    with build_report(args.out, "qwen") as report:
+        ids, tokenizer_size = build_tokenizer(args.out)
+        config = build_model_config(args.out, ids, tokenizer_size)
+        model = build_weights(args.out, config)
+        build_processor_configs(args.out)
+        report.update(check_model(args.out, model))
     print(f"wrote {args.out} (vocab {tokenizer_size}, image_pad id {ids['<|image_pad|>']})")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import threading
@@ -34,6 +35,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that start a second vLLM engine run last: Triton 2.51's Python backend shares the
     vllm:* metric families between engines, and the cancellation tests read those metrics."""
     items.sort(key=lambda item: item.get_closest_marker("second_vllm_engine") is not None)
+
+
+_MODULE_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    module = report.nodeid.split("::", 1)[0]
+    _MODULE_SECONDS[module] = _MODULE_SECONDS.get(module, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The time of each test module (fixtures included where they first run): the suite's phases."""
+    terminalreporter.section("time per test module")
+    for module, seconds in _MODULE_SECONDS.items():
+        terminalreporter.write_line(f"{seconds:7.1f} s  {module}")
+
+
+def visible_text(token: str) -> str:
+    """What a sampled token adds to the answer's text. Random weights may sample a special token, which vLLM
+    shows in logprobs but leaves out of the text, or a byte-level token whose text is an incomplete UTF-8
+    sequence ("\ufffd")."""
+    return "" if re.fullmatch(r"<\|[^|<>]*\|>", token) else token.replace("\ufffd", "")
 
 
 def free_port() -> int:

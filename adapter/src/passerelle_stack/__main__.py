@@ -13,6 +13,7 @@ from pathlib import Path
 from passerelle.config import Settings
 from passerelle_stack.launcher import Stack, StackConfig, detect_profile
 from passerelle_stack.paths import home
+from passerelle_stack.steps import SetupFailed
 
 
 def _port(url: str) -> int:
@@ -73,7 +74,13 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     stack = Stack(_config())
     started = time.perf_counter()
-    stack.prepare()
+    try:
+        stack.prepare()
+    except SetupFailed as failure:
+        if failure.log and failure.log.is_file():
+            print("\n".join(failure.log.read_text(errors="replace").splitlines()[-15:]), file=sys.stderr)
+        print(failure.line(), file=sys.stderr, flush=True)
+        return 1
     logging.info("set-up done in %.0f s (profile %s, cache %s)", time.perf_counter() - started, stack.config.profile, Path(home()))
     return serve(stack) if args.command == "serve" else 0
 

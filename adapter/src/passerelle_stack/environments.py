@@ -17,8 +17,17 @@ LOCK = REPO / "triton-python" / "requirements.lock"
 SHARED_PACKAGE = REPO / "triton-python" / "passerelle_triton"
 
 
+ENV_LOG = "triton-env.log"
+
+
 def _run(*args: str) -> None:
-    subprocess.run(list(args), check=True)
+    """Run an installer step with its output appended to the environment's log (named by a failed set-up)."""
+    log_path = home() / "logs" / ENV_LOG
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as handle:
+        handle.write(f"$ {' '.join(args)}\n".encode())
+        handle.flush()
+        subprocess.run(list(args), check=True, stdout=handle, stderr=subprocess.STDOUT)
 
 
 def _neutralise_torchvision_ops(site_packages: Path) -> None:

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from passerelle_stack.artifacts import ensure_artifacts
-from passerelle_stack.environments import triton_env
-from passerelle_stack.paths import model_cache_dir
+from passerelle_stack.environments import ENV_LOG, triton_env
+from passerelle_stack.paths import home, model_cache_dir
 from passerelle_stack.repository import render
+from passerelle_stack.steps import step
 from passerelle_stack.tritonserver import install_server
 
 log = logging.getLogger("passerelle.stack")
@@ -108,11 +109,16 @@ class Stack:
     def prepare(self) -> None:
         """Everything Triton needs, idempotent: its Python environment, the server, the models, the repository."""
         self.config.run_dir.mkdir(parents=True, exist_ok=True)
-        self.env_dir = triton_env()
-        self.install = install_server()
+        logs = home() / "logs"
+        retry = "then run the command again"
+        with step("Triton's Python environment", logs / ENV_LOG, f"check that the package registry answers (uv pip sync), {retry}"):
+            self.env_dir = triton_env()
+        with step("tritonserver from the nvidia-pytriton wheel", None, f"check that PyPI answers (pip download nvidia-pytriton), {retry}"):
+            self.install = install_server()
         variables = {"MODEL_CACHE_DIR": str(self.cache)}
         ensure_artifacts(self.config.profile, self.env_dir / "bin" / "python", variables, self.triton_environment(self.env_dir))
-        render(self.config.profile, self.repository, variables)
+        with step("render the model repository", None, "check model_repository/*/profiles/*.json"):
+            render(self.config.profile, self.repository, variables)
 
     def _spawn(self, name: str, command: list[str], env: dict[str, str], niceness: int = 0) -> Path:
         log_path = self.config.run_dir / f"{name}.log"
