@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -83,7 +84,8 @@ def _run_variant(artifact: Artifact, variant: str, python: Path, env: dict[str, 
     cached = cache / f"{artifact.model}-{_cache_key(artifact, variant, torch_version)}.json"
     if cached.is_file():
         return {**json.loads(cached.read_text()), "cached": True}
-    out = cache / "work" / f"{artifact.model}-{variant.replace('=', '-')}"
+    # A folder of its own: a build left running by an interrupted session must not share it.
+    out = Path(tempfile.mkdtemp(dir=cache / "work", prefix=f"{artifact.model}-{variant.replace('=', '-')}-"))
     log_path = cache / "logs" / f"{artifact.model}-{variant.replace('=', '-')}.log"
     started = time.monotonic()
     try:
