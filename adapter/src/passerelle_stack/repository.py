@@ -64,7 +64,8 @@ def _render_config(model_dir: Path, overrides: dict[str, Any]) -> str:
             config.ClearField(descriptor.name)
         config.MergeFrom(patch)
     header = f"# Rendered from model_repository/{model_dir.name}/config.pbtxt for this profile. Do not edit.\n"
-    return header + text_format.MessageToString(config)
+    rendered: str = text_format.MessageToString(config)
+    return header + rendered
 
 
 def render(profile: str, dest: Path, variables: dict[str, str], source: Path = SOURCE) -> Path:

@@ -66,7 +66,7 @@ def optional(request: Any, name: str, default: Any = None) -> Any:
 
 
 def audio_input(request: Any, name: str = "audio") -> np.ndarray:
-    pcm = pb_utils.get_input_tensor_by_name(request, name).as_numpy().reshape(-1)
+    pcm: np.ndarray = pb_utils.get_input_tensor_by_name(request, name).as_numpy().reshape(-1)
     if pcm.dtype != np.float32:
         raise ValueError(f"'{name}' must be float32 PCM")
     return pcm

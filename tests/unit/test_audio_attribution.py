@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "triton-python" / "passerelle_triton" / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "triton-python" / "passerelle_triton" / "src"))
 
 from passerelle_triton.attribution import Turn, assign_speakers, group_segments, turn_segments
 
