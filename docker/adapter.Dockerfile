@@ -37,7 +37,7 @@ LABEL org.opencontainers.image.title="passerelle-adapter" \
       org.opencontainers.image.description="OpenAI-compatible gateway in front of Triton Inference Server"
 
 # ffmpeg and ffprobe (Debian's `ffmpeg` package): every audio upload is probed (container format,
-# duration) and decoded to 16 kHz mono float32 PCM by these two binaries (passerelle/services/audio.py),
+# duration) and decoded to 16 kHz mono float32 PCM by these two binaries (passerelle/audio/decoding.py),
 # and the formats the API accepts (wav, flac, mp3, ogg, m4a/mp4, aac, webm) are all in Debian's build.
 # Not version-pinned (DL3008): the version follows the base image's Debian release and its security
 # updates, and a pin would break the build as soon as the archive moves on.

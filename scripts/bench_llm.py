@@ -41,7 +41,7 @@ import openai
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 
-from passerelle.services.prompts import PromptRenderer
+from passerelle.core.catalog import PromptRenderer
 from passerelle_stack.launcher import Stack, StackConfig, _wait_http
 
 MODEL = "qwen"
@@ -131,7 +131,7 @@ def check_tokens(sample: Sample, expected: int) -> Sample:
 
 
 async def triton_request(client: aioclient.InferenceServerClient, prompt: str, max_tokens: int) -> Sample:
-    """One streamed request, as the adapter sends it (passerelle.services.llm.build_inputs)."""
+    """One streamed request, as the adapter sends it (passerelle.triton.client.build_inputs)."""
     sampling = {"max_tokens": max_tokens, "ignore_eos": True, "temperature": 0}
     inputs = [_tensor("text_input", prompt), _tensor("sampling_parameters", json.dumps(sampling))]
     inputs += [_tensor(name, True) for name in SWITCHES]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from passerelle.services.prompts import PromptRenderer, read_chat_template
+from passerelle.core.catalog import PromptRenderer, read_chat_template
 
 VISION = "<|vision_start|><|image_pad|><|vision_end|>"
 

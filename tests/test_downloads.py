@@ -1,4 +1,4 @@
-"""Model downloads (passerelle.services.downloads) against a local Hugging Face Hub (tests/hub_server.py).
+"""Model downloads (passerelle.admin.downloads) against a local Hugging Face Hub (tests/hub_server.py).
 
 huggingface_hub reads HF_ENDPOINT and HF_HUB_OFFLINE once, at import, and this test session
 imports it offline; so the download manager runs in its own interpreter (DRIVER below) with the
@@ -35,7 +35,7 @@ handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
 logging.getLogger().addHandler(handler)
 logging.getLogger().setLevel(logging.DEBUG)
 
-from passerelle.services.downloads import DownloadManager
+from passerelle.admin.downloads.manager import DownloadManager
 
 
 def new_manager():

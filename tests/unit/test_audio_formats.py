@@ -4,17 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from passerelle.translate.audio import (
-    Span,
-    Transcript,
-    as_diarized,
-    as_srt,
-    as_verbose,
-    as_vtt,
-    language_code,
-    parse_diarization,
-    parse_transcription,
-)
+from passerelle.audio.formats import as_diarized, as_srt, as_verbose, as_vtt
+from passerelle.audio.languages import language_code
+from passerelle.audio.tensors import RecognizedSpeech, Span, parse_diarization, parse_transcription
 
 
 class Result:
@@ -31,7 +23,7 @@ def strings(*values: str) -> np.ndarray:
     return np.array([value.encode() for value in values], dtype=object)
 
 
-TRANSCRIPT = Transcript(
+TRANSCRIPT = RecognizedSpeech(
     text="Hello world. Again.",
     duration=3725.25,
     words=[Span("Hello", 0.0, 0.4), Span("world.", 0.5, 0.9), Span("Again.", 3661.5, 3662.0)],
@@ -99,6 +91,6 @@ def test_verbose_json() -> None:
 
 
 def test_diarized_json() -> None:
-    transcript = Transcript(text="a b", duration=2.0, segments=[Span("a", 0.0, 1.0, "SPEAKER_01"), Span("b", 1.0, 2.0)])
+    transcript = RecognizedSpeech(text="a b", duration=2.0, segments=[Span("a", 0.0, 1.0, "SPEAKER_01"), Span("b", 1.0, 2.0)])
     diarized = as_diarized(transcript)
     assert [(s.id, s.speaker, s.text) for s in diarized.segments] == [("seg_0", "SPEAKER_01", "a"), ("seg_1", "unknown", "b")]

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from passerelle.errors import InvalidRequest
-from passerelle.schemas.openai import SamplingFields
-from passerelle.services.catalog import ServedModel
-from passerelle.translate.sampling import check_common, sampling_parameters, stop_list, token_budget
+from passerelle.chat.protocol import SamplingFields, check_common, sampling_parameters, stop_list, token_budget
+from passerelle.core.catalog import ServedModel
+from passerelle.core.errors import InvalidRequest
 
 
 def model(max_model_len: int | None) -> ServedModel:

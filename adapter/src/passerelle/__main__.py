@@ -2,7 +2,7 @@
 
 import uvicorn
 
-from passerelle.config import Settings
+from passerelle.core.config import Settings
 from passerelle.main import create_app
 
 

@@ -1,4 +1,8 @@
-"""The FastAPI application: `create_app(settings)` builds it; `python -m passerelle` serves it."""
+"""The FastAPI application: `create_app(settings)` builds it; `python -m passerelle` serves it.
+
+The lifespan builds each capability's serving object on what it needs (no shared bag of services):
+the Triton client, the catalog and the model lifecycle beneath, and the capabilities above them.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +11,35 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
-from passerelle.config import Settings
-from passerelle.errors import install_error_handlers
-from passerelle.middleware import BodyLimitMiddleware, RequestIdFilter, RequestIdMiddleware
-from passerelle.observability import Metrics, MetricsMiddleware, watch_event_loop
-from passerelle.routers import admin, audio, chat, completions, health, metrics, models
-from passerelle.state import Services
-from passerelle.streaming import ClientGone
+from passerelle.admin import router as admin
+from passerelle.admin.downloads.manager import DownloadManager
+from passerelle.admin.monitor.monitor import Monitor
+from passerelle.admin.serving import AdminServing
+from passerelle.admin.tokens import TokenStore
+from passerelle.audio import router as audio
+from passerelle.audio.decoding import AudioDecoder
+from passerelle.audio.inference import SpeechService
+from passerelle.audio.serving import AudioServing
+from passerelle.chat import router as chat
+from passerelle.chat.images import ImageLoader
+from passerelle.chat.serving import ChatServing, LLMEngine
+from passerelle.completions import router as completions
+from passerelle.completions.serving import CompletionServing
+from passerelle.core.catalog import Catalog
+from passerelle.core.config import Settings
+from passerelle.core.errors import install_error_handlers
+from passerelle.core.middleware import BodyLimitMiddleware, RequestIdFilter, RequestIdMiddleware
+from passerelle.core.observability import Metrics, MetricsMiddleware, watch_event_loop
+from passerelle.core.security import AdminCheck, APIKeyCheck
+from passerelle.health import router as health
+from passerelle.models import router as models
+from passerelle.models.serving import ModelsServing
+from passerelle.triton.client import TritonClient
+from passerelle.triton.lifecycle import ModelControl
 
 log = logging.getLogger("passerelle")
 
@@ -39,37 +60,55 @@ def configure_logging(level: str) -> None:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    services = Services.build(settings, app.state.metrics)
-    app.state.services = services
-    if not services.api_keys.enabled:
+    metrics: Metrics = app.state.metrics
+    triton = app.state.triton = TritonClient(settings.triton_grpc_url, settings.triton_http_url)
+    catalog = Catalog.from_repositories(
+        settings.model_repository, model_cache_dir=settings.model_cache_dir, retry_after_s=settings.unavailable_retry_after_s
+    )
+    control = ModelControl(triton, settings, metrics)
+    tokens = TokenStore(settings.hf_token_file)
+    downloads = DownloadManager(settings.model_cache_dir, tokens.get, offline=settings.hf_hub_offline)
+    monitor = Monitor(settings, triton, catalog, control, downloads)
+    engine = LLMEngine(triton, control, metrics)
+    app.state.chat = ChatServing(catalog, engine, ImageLoader(settings))
+    app.state.completions = CompletionServing(catalog, engine)
+    app.state.models = ModelsServing(catalog, triton)
+    app.state.audio = AudioServing(
+        catalog, AudioDecoder(settings), SpeechService(triton, control, metrics), settings.default_audio_language
+    )
+    app.state.admin = AdminServing(settings, catalog, triton, control, monitor, downloads, tokens)
+
+    if not app.state.api_keys.enabled:
         log.warning(
             "OPENAI_API_KEYS is empty: the OpenAI API is open to anyone who can reach %s:%s", settings.adapter_host, settings.adapter_port
         )
-    if not services.admin.enabled:
+    if not app.state.admin_check.enabled:
         log.warning("ADMIN_API_KEY is empty: the admin API answers loopback clients only")
-    if services.tokens.get() is not None:
+    if tokens.get() is not None:
         log.info("Hugging Face token restored from %s; downloads will use it", settings.hf_token_file)
     log.info(
         "serving %s from %s (profile %s)",
-        ", ".join(services.catalog.models) or "no models",
+        ", ".join(catalog.models) or "no models",
         ", ".join(map(str, settings.model_repository)),
         settings.profile,
     )
-    await services.warm_up()
+    await catalog.warm_up()
     tasks = [
-        asyncio.create_task(services.monitor.run(), name="monitor"),
-        asyncio.create_task(watch_event_loop(app.state.metrics), name="event-loop-lag"),
+        asyncio.create_task(monitor.run(), name="monitor"),
+        asyncio.create_task(watch_event_loop(metrics), name="event-loop-lag"),
     ]
+    if control.ttl_enabled(list(catalog.entries)):
+        tasks.append(asyncio.create_task(control.run_idle_unloads(), name="idle-unloads"))
     if settings.preload_models:
-        tasks.append(asyncio.create_task(services.control.preload(settings.preload_models), name="preload"))
+        tasks.append(asyncio.create_task(control.preload(settings.preload_models), name="preload"))
     try:
         yield
     finally:
         for task in tasks:
             task.cancel()
-        await services.downloads.close()
-        await services.monitor.close()
-        await services.triton.close()
+        await downloads.close()
+        await monitor.close()
+        await triton.close()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -78,15 +117,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="passerelle", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.metrics = Metrics()
+    app.state.api_keys = APIKeyCheck([key.get_secret_value() for key in settings.openai_api_keys])
+    app.state.admin_check = AdminCheck(settings.admin_api_key.get_secret_value() if settings.admin_api_key else None)
     install_error_handlers(app)
-
-    @app.exception_handler(ClientGone)
-    async def _client_gone(request: Request, exc: ClientGone) -> Response:
-        log.info("client disconnected; request cancelled")
-        return Response(status_code=499)
-
-    for router in (health.router, metrics.router, models.router, chat.router, completions.router, audio.router, admin.router):
-        app.include_router(router)
+    for module in (health, models, chat, completions, audio, admin):
+        app.include_router(module.router)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"], expose_headers=["X-Request-ID"]

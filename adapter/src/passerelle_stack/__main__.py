@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from passerelle.config import Settings
+from passerelle.core.config import Settings
 from passerelle_stack.launcher import Stack, StackConfig, detect_profile
 from passerelle_stack.paths import home
 from passerelle_stack.steps import SetupFailed

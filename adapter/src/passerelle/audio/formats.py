@@ -1,0 +1,149 @@
+"""Recognised speech → the response formats: OpenAI's json, text, srt, vtt, verbose_json and
+diarized_json, and the seed's shapes; with the timing headers every audio answer carries."""
+
+from __future__ import annotations
+
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel
+
+from passerelle.audio.decoding import SAMPLE_RATE, DecodedAudio
+from passerelle.audio.languages import LANGUAGES
+from passerelle.audio.protocol import (
+    DiarizedSegment,
+    SeedDiarization,
+    SeedSegment,
+    SeedTranscription,
+    Segment,
+    SpeakerTurn,
+    Transcription,
+    TranscriptionDiarized,
+    TranscriptionForm,
+    TranscriptionVerbose,
+    Usage,
+    Word,
+)
+from passerelle.audio.tensors import Diarization, RecognizedSpeech
+
+
+def _usage(speech: RecognizedSpeech) -> Usage:
+    return Usage(seconds=round(speech.duration, 3))
+
+
+def _seek(chunks: list[tuple[float, float]], start: float) -> int:
+    window = next((chunk_start for chunk_start, chunk_end in chunks if chunk_start <= start < chunk_end), 0.0)
+    return round(window * 100)
+
+
+def as_json(speech: RecognizedSpeech) -> Transcription:
+    return Transcription(text=speech.text, usage=_usage(speech))
+
+
+def as_verbose(speech: RecognizedSpeech, *, task: str, language: str, words: bool, segments: bool) -> TranscriptionVerbose:
+    return TranscriptionVerbose(
+        task="translate" if task == "translate" else "transcribe",
+        language=LANGUAGES.get(language, language),
+        duration=speech.duration,
+        text=speech.text,
+        segments=[
+            Segment(id=index, seek=_seek(speech.chunks, span.start), start=span.start, end=span.end, text=span.text)
+            for index, span in enumerate(speech.segments)
+        ]
+        if segments
+        else None,
+        words=[Word(word=span.text, start=span.start, end=span.end) for span in speech.words] if words else None,
+        usage=_usage(speech),
+    )
+
+
+def as_diarized(speech: RecognizedSpeech) -> TranscriptionDiarized:
+    return TranscriptionDiarized(
+        duration=speech.duration,
+        text=speech.text,
+        segments=[
+            DiarizedSegment(id=f"seg_{index}", start=span.start, end=span.end, text=span.text, speaker=span.speaker or "unknown")
+            for index, span in enumerate(speech.segments)
+        ],
+        usage=_usage(speech),
+    )
+
+
+def _clock(seconds: float, separator: str) -> str:
+    millis = round(seconds * 1000)
+    hours, rest = divmod(millis, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    secs, millis = divmod(rest, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
+
+
+def as_srt(speech: RecognizedSpeech) -> str:
+    blocks = [
+        f"{index}\n{_clock(span.start, ',')} --> {_clock(span.end, ',')}\n{span.text.strip()}\n"
+        for index, span in enumerate(speech.segments, start=1)
+    ]
+    return "\n".join(blocks)
+
+
+def as_vtt(speech: RecognizedSpeech) -> str:
+    blocks = [f"{_clock(span.start, '.')} --> {_clock(span.end, '.')}\n{span.text.strip()}\n" for span in speech.segments]
+    return "WEBVTT\n\n" + "\n".join(blocks)
+
+
+def turns(diarization: Diarization) -> list[SpeakerTurn]:
+    return [SpeakerTurn(speaker=span.speaker or "", start=span.start, end=span.end) for span in diarization.turns]
+
+
+def timing_headers(audio: DecodedAudio, speech: RecognizedSpeech | None = None) -> dict[str, str]:
+    """Timings (Server-Timing, milliseconds), the decoded duration and, for recognised speech, whether any was found."""
+    inference = speech.model_seconds if speech is not None else 0.0
+    headers = {
+        "Server-Timing": f"decode;dur={audio.decode_s * 1000:.1f}, inference;dur={inference * 1000:.1f}",
+        "X-Audio-Duration": f"{audio.duration_s:.3f}",
+    }
+    if speech is not None:
+        headers["X-Speech-Detected"] = "true" if speech.speech_detected else "false"
+    return headers
+
+
+def openai_response(speech: RecognizedSpeech, form: TranscriptionForm, *, task: str, language: str, headers: dict[str, str]) -> Response:
+    """`/v1/audio/*` in the form's `response_format`."""
+    fmt = form.response_format
+    if fmt == "text":
+        return PlainTextResponse(speech.text, headers=headers)
+    if fmt == "srt":
+        return PlainTextResponse(as_srt(speech), headers=headers)
+    if fmt == "vtt":
+        return PlainTextResponse(as_vtt(speech), media_type="text/vtt", headers=headers)
+    body: BaseModel
+    if fmt == "verbose_json":
+        granularities = set(form.timestamp_granularities) or {"segment"}
+        body = as_verbose(speech, task=task, language=language, words="word" in granularities, segments="segment" in granularities)
+    elif fmt == "diarized_json":
+        body = as_diarized(speech)
+    else:
+        body = as_json(speech)
+    return JSONResponse(body.model_dump(mode="json", exclude_none=fmt != "verbose_json"), headers=headers)
+
+
+def seed_transcription(speech: RecognizedSpeech, *, source: str, target: str, detailed: bool, diarized: bool) -> SeedTranscription:
+    return SeedTranscription(
+        text=speech.text,
+        sampling_rate=SAMPLE_RATE,
+        language=source,
+        target_language=target,
+        duration=speech.duration,
+        speech_detected=speech.speech_detected,
+        segments=[SeedSegment(start=s.start, end=s.end, text=s.text, speaker=s.speaker) for s in speech.segments] if detailed else None,
+        words=[Word(word=w.text, start=w.start, end=w.end) for w in speech.words] if detailed else None,
+        speakers=[SpeakerTurn(speaker=t.speaker or "", start=t.start, end=t.end) for t in speech.turns] if diarized else None,
+    )
+
+
+def seed_diarization(diarization: Diarization, *, rttm: bool) -> SeedDiarization:
+    return SeedDiarization(
+        segments=turns(diarization),
+        speakers=diarization.speakers,
+        num_speakers=len(diarization.speakers),
+        duration=diarization.duration,
+        sampling_rate=SAMPLE_RATE,
+        rttm=diarization.rttm if rttm else None,
+    )

@@ -1,0 +1,73 @@
+"""Multipart audio forms: the upload and its fields, validated by a form schema, and their OpenAPI shape.
+
+Uploads spool to temporary files (Starlette); `close_form` deletes them when the request is done.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import suppress
+from typing import Any, TypeVar
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import UploadFile
+
+from passerelle.core.errors import InvalidRequest
+
+Form = TypeVar("Form", bound=BaseModel)
+
+
+async def close_form(request: Request) -> AsyncIterator[None]:
+    """Uploads spool to temporary files: close (delete) them when the request is done."""
+    try:
+        yield
+    finally:
+        form = getattr(request.state, "form", None)
+        if form is not None:
+            await form.close()
+
+
+_LIST_FIELDS = {"timestamp_granularities", "include", "known_speaker_names", "known_speaker_references"}
+
+
+def form_schema(schema: type[BaseModel]) -> dict[str, Any]:
+    properties = {"file": {"type": "string", "format": "binary"}, **schema.model_json_schema().get("properties", {})}
+    required = ["file", *schema.model_json_schema().get("required", [])]
+    schema_body = {"type": "object", "properties": properties, "required": required}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema_body}}}}
+
+
+def _list_items(value: str) -> list[str]:
+    """One value of a list field: `word`, or a JSON array `["word", "segment"]` as some clients send."""
+    if value.lstrip().startswith("["):
+        with suppress(ValueError):
+            parsed = json.loads(value)
+            if isinstance(parsed, list) and all(isinstance(item, str) for item in parsed):
+                return parsed
+    return [value]
+
+
+async def read_form(request: Request, schema: type[Form]) -> tuple[Form, UploadFile]:
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise InvalidRequest("Audio requests must be multipart/form-data, with the audio in the 'file' field.", code="invalid_content_type")
+    form = request.state.form = await request.form(max_files=1, max_fields=64)
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise InvalidRequest("The 'file' field is required and must be a file upload.", param="file", code="missing_file")
+    fields: dict[str, Any] = {}
+    for key in set(form.keys()) - {"file"}:
+        name = key.removesuffix("[]")
+        values = [value for value in form.getlist(key) if isinstance(value, str)]
+        if name in _LIST_FIELDS or key.endswith("[]"):
+            fields[name] = [*fields.get(name, []), *(item for value in values for item in _list_items(value))]
+        elif len(values) != 1:
+            raise InvalidRequest(f"The field '{key}' must be given once, as text.", param=key, code="invalid_value")
+        else:
+            fields[name] = values[0]
+    try:
+        return schema.model_validate(fields), upload
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from exc

@@ -1,0 +1,103 @@
+"""Audio inference through Triton: transcription, diarization and the speaker-attributed pipeline.
+
+Each call runs under the lifecycle of the models it needs (loaded lazily, as for chat, and
+counted in flight so that an unload waits for it), hands the PCM to Triton (as a registered
+shared-memory region over gRPC, or streamed over Triton's HTTP binary protocol), and turns
+Triton's failures into the API's errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+
+from tritonclient.grpc import InferInput, InferResult
+
+from passerelle.audio import tensors
+from passerelle.audio.decoding import DecodedAudio
+from passerelle.audio.protocol import SpeakerCounts
+from passerelle.audio.tensors import Diarization, RecognizedSpeech
+from passerelle.core.errors import TritonFailure
+from passerelle.core.observability import Metrics
+from passerelle.triton.client import TritonClient
+from passerelle.triton.lifecycle import ModelControl
+
+log = logging.getLogger("passerelle.speech")
+_UNREGISTER_ATTEMPTS = 100  # 5 s
+
+
+class SpeechService:
+    def __init__(self, triton: TritonClient, control: ModelControl, metrics: Metrics) -> None:
+        self.triton = triton
+        self.control = control
+        self.metrics = metrics
+
+    async def _infer(
+        self, model: str, needs: list[str], audio: DecodedAudio, scalars: list[tensors.Scalar], outputs: tuple[str, ...]
+    ) -> tensors.InferResult:
+        async with self.control.serving(*needs):
+            try:
+                if audio.shared_memory is not None:
+                    result: tensors.InferResult = await self._infer_shared(model, audio, scalars, outputs)
+                else:
+                    assert audio.pcm is not None
+                    inputs = [tensors.http_input(scalar) for scalar in scalars]
+                    pcm = audio.pcm.data.cast("B")
+                    result = await self.triton.infer_binary(model, inputs, "audio", "FP32", [audio.samples], pcm, list(outputs))
+            except TritonFailure as failure:
+                raise self.control.api_error(failure, model) from failure
+        self.metrics.audio_seconds.labels(model=model).inc(audio.duration_s)
+        return result
+
+    async def _infer_shared(self, model: str, audio: DecodedAudio, scalars: list[tensors.Scalar], outputs: tuple[str, ...]) -> InferResult:
+        """The PCM stays in its shared-memory object: registered with Triton for this request only."""
+        region = f"passerelle-audio-{uuid.uuid4().hex}"
+        await self.triton.register_system_shared_memory(region, audio.shared_memory_key, audio.byte_size)
+        try:
+            tensor = InferInput("audio", [audio.samples], "FP32")
+            tensor.set_shared_memory(region, audio.byte_size)
+            inputs = [tensor, *(tensors.grpc_input(scalar) for scalar in scalars)]
+            return await self.triton.infer(model, inputs, tensors.requested(outputs))
+        finally:
+            await self._unregister(region)
+
+    async def _unregister(self, region: str) -> None:
+        """Triton releases a request's inputs just after it answers, and refuses to unregister a
+        region still "in use" meanwhile: retry briefly. A failure is logged, never the client's."""
+        for attempt in range(_UNREGISTER_ATTEMPTS):
+            try:
+                await self.triton.unregister_system_shared_memory(region)
+                return
+            except TritonFailure as failure:
+                if "in use" not in failure.message or attempt == _UNREGISTER_ATTEMPTS - 1:
+                    log.error("could not unregister shared-memory region %s: %s", region, failure.message)
+                    return
+            await asyncio.sleep(0.05)
+
+    async def transcribe(
+        self, model: str, audio: DecodedAudio, source: str, target: str, *, punctuation: bool, timestamps: bool
+    ) -> RecognizedSpeech:
+        started = time.perf_counter()
+
+        scalars = tensors.transcription_inputs(source, target, punctuation=punctuation, timestamps=timestamps)
+        speech = tensors.parse_transcription(await self._infer(model, [model], audio, scalars, tensors.TRANSCRIPTION_OUTPUTS))
+        speech.model_seconds = time.perf_counter() - started
+        return speech
+
+    async def diarize(self, model: str, audio: DecodedAudio, counts: SpeakerCounts) -> Diarization:
+        scalars = tensors.diarization_inputs(counts)
+        return tensors.parse_diarization(await self._infer(model, [model], audio, scalars, tensors.DIARIZATION_OUTPUTS))
+
+    async def speaker_transcribe(
+        self, pipeline: str, parts: list[str], audio: DecodedAudio, source: str, target: str, *, punctuation: bool, counts: SpeakerCounts
+    ) -> RecognizedSpeech:
+        """`parts`: the models the pipeline calls; they must be loaded before it runs (explicit model control)."""
+        started = time.perf_counter()
+
+        scalars = tensors.speaker_transcript_inputs(source, target, punctuation=punctuation, counts=counts)
+        result = await self._infer(pipeline, [*parts, pipeline], audio, scalars, tensors.SPEAKER_TRANSCRIPT_OUTPUTS)
+        speech = tensors.parse_speaker_transcript(result)
+        speech.model_seconds = time.perf_counter() - started
+        return speech

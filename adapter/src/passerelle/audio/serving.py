@@ -1,0 +1,145 @@
+"""Audio: prepare (form, languages, models) → run (ffmpeg decode, then Triton) → format → errors, for
+OpenAI's `/v1/audio/transcriptions` and `/v1/audio/translations` and the seed's `/api/audio/transcribe`
+and `/api/diarization/process`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.datastructures import UploadFile
+
+from passerelle.audio import formats
+from passerelle.audio.decoding import AudioDecoder
+from passerelle.audio.forms import read_form
+from passerelle.audio.inference import SpeechService
+from passerelle.audio.languages import require_language
+from passerelle.audio.protocol import SeedDiarizationForm, SeedTranscribeForm, TranscriptionForm
+from passerelle.audio.tensors import RecognizedSpeech
+from passerelle.core.catalog import Catalog, ServedModel
+from passerelle.core.errors import InvalidRequest
+
+
+def reject_unsupported(form: TranscriptionForm, *, task: str) -> None:
+    if form.stream:
+        raise InvalidRequest("Streaming transcription is not supported; send stream=false.", param="stream", code="unsupported_value")
+    if form.include:
+        raise InvalidRequest("'include' (logprobs) is not supported by Canary.", param="include", code="unsupported_value")
+    if form.chunking_strategy not in (None, "auto"):
+        raise InvalidRequest(
+            "Only chunking_strategy='auto' is supported: long audio is always split at silences found by silero-vad.",
+            param="chunking_strategy",
+            code="unsupported_value",
+        )
+    if form.known_speaker_names or form.known_speaker_references:
+        message = "Known speakers are not supported; speakers are labelled by the diarization."
+        raise InvalidRequest(message, param="known_speaker_names", code="unsupported_value")
+    if form.timestamp_granularities and form.response_format != "verbose_json":
+        raise InvalidRequest(
+            "timestamp_granularities requires response_format=verbose_json.", param="timestamp_granularities", code="invalid_value"
+        )
+    if task == "translate" and form.response_format == "diarized_json":
+        raise InvalidRequest("diarized_json is only available for transcriptions.", param="response_format", code="invalid_value")
+    has_speaker_hints = form.num_speakers or form.min_speakers or form.max_speakers
+    if has_speaker_hints and form.response_format != "diarized_json":
+        raise InvalidRequest("Speaker counts apply to response_format=diarized_json only.", param="num_speakers", code="invalid_value")
+
+
+class AudioServing:
+    def __init__(self, catalog: Catalog, decoder: AudioDecoder, speech: SpeechService, default_language: str) -> None:
+        self.catalog = catalog
+        self.decoder = decoder
+        self.speech = speech
+        self.default_language = default_language
+
+    def _model(self, name: str | None, task: str) -> ServedModel:
+        """The named model, or the repository's first one for `task` (the seed's routes name none)."""
+        if not name:
+            model = self.catalog.first(task)
+            if model is not None:
+                return model
+        return self.catalog.require(name or task, task=task)
+
+    def _pipeline(self, model: ServedModel) -> ServedModel:
+        pipeline = self.catalog.speaker_pipeline(model.key)
+        if pipeline is None:
+            raise InvalidRequest(
+                f"diarized_json needs a speaker_transcription pipeline for '{model.key}' in the model repository.",
+                param="response_format",
+                code="unsupported_value",
+            )
+        return pipeline
+
+    async def _recognize(
+        self,
+        upload: UploadFile,
+        model: ServedModel,
+        pipeline: ServedModel | None,
+        source: str,
+        target: str,
+        form: TranscriptionForm | SeedTranscribeForm,
+        *,
+        timestamps: bool,
+    ) -> tuple[RecognizedSpeech, dict[str, str]]:
+        """Canary alone, or, with a speaker pipeline, the speaker-attributed transcript (always timed)."""
+        async with self.decoder.decoded(upload.file, upload.size or 0) as audio:
+            if pipeline is None:
+                speech = await self.speech.transcribe(model.key, audio, source, target, punctuation=form.punctuation, timestamps=timestamps)
+            else:
+                parts = [model.key, pipeline.parameters.get("diarization_model", "")]
+                speech = await self.speech.speaker_transcribe(
+                    pipeline.key, parts, audio, source, target, punctuation=form.punctuation, counts=form
+                )
+        return speech, formats.timing_headers(audio, speech)
+
+    async def openai(self, request: Request, *, task: str) -> Response:
+        form, upload = await read_form(request, TranscriptionForm)
+        reject_unsupported(form, task=task)
+        model = self._model(form.model, "transcription")
+        request.state.model = model.key
+        source = require_language(form.language, self.default_language, "language")
+        target = require_language(form.target_language, "en" if task == "translate" else source, "target_language")
+        if task == "translate" and source == target:
+            raise InvalidRequest(
+                f"Canary cannot detect the spoken language, and the source language ('{source}') is the target. "
+                "Name the source language with the 'language' field (the OpenAI SDK: extra_body={'language': 'de'}).",
+                param="language",
+                code="missing_source_language",
+            )
+        pipeline = self._pipeline(model) if form.response_format == "diarized_json" else None
+        timestamps = form.response_format in ("srt", "vtt", "verbose_json")
+        speech, headers = await self._recognize(upload, model, pipeline, source, target, form, timestamps=timestamps)
+        # verbose_json reports the language of its text: the spoken one, or the one it was translated into.
+        return formats.openai_response(speech, form, task="translate" if target != source else task, language=target, headers=headers)
+
+    async def seed_transcribe(self, request: Request) -> JSONResponse:
+        form, upload = await read_form(request, SeedTranscribeForm)
+        model = self._model(form.model, "transcription")
+        request.state.model = model.key
+        source = require_language(form.language, self.default_language, "language")
+        target = require_language(form.target_language, source, "target_language")
+        if (form.num_speakers or form.min_speakers or form.max_speakers) and not form.diarization:
+            raise InvalidRequest("Speaker counts need diarization=true.", param="num_speakers", code="invalid_value")
+        pipeline = self._pipeline(model) if form.diarization else None
+        speech, headers = await self._recognize(upload, model, pipeline, source, target, form, timestamps=form.timestamps)
+        detailed = form.timestamps or form.diarization
+        body = formats.seed_transcription(speech, source=source, target=target, detailed=detailed, diarized=form.diarization)
+        return JSONResponse(body.model_dump(mode="json", exclude_none=True), headers=headers)
+
+    async def seed_diarize(self, request: Request) -> JSONResponse:
+        form, upload = await read_form(request, SeedDiarizationForm)
+        model = self._model(form.model, "diarization")
+        request.state.model = model.key
+        async with self.decoder.decoded(upload.file, upload.size or 0) as audio:
+            diarization = await self.speech.diarize(model.key, audio, form)
+        body = formats.seed_diarization(diarization, rttm=form.rttm)
+        return JSONResponse(body.model_dump(mode="json", exclude_none=True), headers=formats.timing_headers(audio))
+
+
+async def get_audio_serving(request: Request) -> AudioServing:
+    serving: AudioServing = request.app.state.audio
+    return serving
+
+
+AudioServingDep = Annotated[AudioServing, Depends(get_audio_serving)]

@@ -1,0 +1,180 @@
+"""The `canary`, `pyannote` and `speaker_transcript` models' tensors (docs/triton.md, "Audio tensors").
+
+PCM goes in as `audio` (FP32, 16 kHz mono; `audio/inference.py` makes that tensor, in the request
+or in shared memory) with scalar options beside it; texts come back as BYTES lists with
+[start, end] FP32 pairs beside them, parsed here into `RecognizedSpeech` and `Diarization`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from tritonclient.grpc import InferInput, InferRequestedOutput
+
+from passerelle.audio.protocol import SpeakerCounts
+
+TRANSCRIPTION_OUTPUTS = ("text", "words", "word_times", "segments", "segment_times", "speech_times", "chunk_times", "duration")
+DIARIZATION_OUTPUTS = ("speakers", "turn_times", "rttm", "duration")
+SPEAKER_TRANSCRIPT_OUTPUTS = (
+    "text", "segments", "segment_speakers", "segment_times", "words", "word_speakers", "word_times",
+    "speakers", "turn_times", "rttm", "duration",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Span:
+    text: str
+    start: float
+    end: float
+    speaker: str | None = None
+
+
+@dataclass
+class RecognizedSpeech:
+    """What Canary, or the speaker pipeline, recognised in one recording."""
+
+    text: str
+    duration: float
+    words: list[Span] = field(default_factory=list)
+    segments: list[Span] = field(default_factory=list)
+    chunks: list[tuple[float, float]] = field(default_factory=list)
+    speech: list[tuple[float, float]] = field(default_factory=list)
+    turns: list[Span] = field(default_factory=list)
+    rttm: str | None = None
+    model_seconds: float = 0.0  # time spent in the Triton call, for the timing headers
+
+    @property
+    def speech_detected(self) -> bool:
+        """Whether any speech was found: VAD regions from Canary, or speaker turns from the pipeline."""
+        return bool(self.speech or self.turns or self.words or self.text.strip())
+
+
+@dataclass
+class Diarization:
+    turns: list[Span]
+    rttm: str
+    duration: float
+
+    @property
+    def speakers(self) -> list[str]:
+        return sorted({turn.speaker or "" for turn in self.turns})
+
+
+# Triton inputs ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scalar:
+    """One optional `[1]`-shaped input beside `audio` (the speech service sends the audio itself)."""
+
+    name: str
+    datatype: str  # BYTES, BOOL or INT32
+    value: str | bool | int
+
+
+def _speaker_counts(counts: SpeakerCounts) -> list[Scalar]:
+    values = {"num_speakers": counts.num_speakers, "min_speakers": counts.min_speakers, "max_speakers": counts.max_speakers}
+    return [Scalar(name, "INT32", value) for name, value in values.items() if value is not None]
+
+
+def transcription_inputs(source: str, target: str, *, punctuation: bool, timestamps: bool) -> list[Scalar]:
+    return [
+        Scalar("source_language", "BYTES", source),
+        Scalar("target_language", "BYTES", target),
+        Scalar("punctuation", "BOOL", punctuation),
+        Scalar("timestamps", "BOOL", timestamps),
+    ]
+
+
+def diarization_inputs(counts: SpeakerCounts) -> list[Scalar]:
+    return _speaker_counts(counts)
+
+
+def speaker_transcript_inputs(source: str, target: str, *, punctuation: bool, counts: SpeakerCounts) -> list[Scalar]:
+    return [
+        Scalar("source_language", "BYTES", source),
+        Scalar("target_language", "BYTES", target),
+        Scalar("punctuation", "BOOL", punctuation),
+        *_speaker_counts(counts),
+    ]
+
+
+_NUMPY_TYPES = {"BYTES": np.object_, "BOOL": np.bool_, "INT32": np.int32}
+
+
+def grpc_input(scalar: Scalar) -> InferInput:
+    tensor = InferInput(scalar.name, [1], scalar.datatype)
+    value = scalar.value.encode() if isinstance(scalar.value, str) else scalar.value
+    tensor.set_data_from_numpy(np.array([value], dtype=_NUMPY_TYPES[scalar.datatype]))
+    return tensor
+
+
+def http_input(scalar: Scalar) -> dict[str, Any]:
+    """The KServe v2 JSON form of a scalar input (Triton's HTTP protocol)."""
+    return {"name": scalar.name, "shape": [1], "datatype": scalar.datatype, "data": [scalar.value]}
+
+
+def requested(names: tuple[str, ...]) -> list[InferRequestedOutput]:
+    return [InferRequestedOutput(name) for name in names]
+
+
+# Triton outputs -----------------------------------------------------------------------------
+
+
+class InferResult(Protocol):
+    """What the parsers read: tritonclient's gRPC and HTTP results both have it."""
+
+    def as_numpy(self, name: str) -> np.ndarray | None: ...
+
+
+def _strings(result: InferResult, name: str) -> list[str]:
+    array = result.as_numpy(name)
+    return [] if array is None else [value.decode("utf-8", errors="replace") for value in array.reshape(-1)]
+
+
+def _pairs(result: InferResult, name: str) -> list[tuple[float, float]]:
+    array = result.as_numpy(name)
+    return [] if array is None else [(round(float(a), 3), round(float(b), 3)) for a, b in array.reshape(-1, 2)]
+
+
+def _duration(result: InferResult) -> float:
+    array = result.as_numpy("duration")
+    return round(float(array.reshape(-1)[0]), 3) if array is not None else 0.0
+
+
+def _spans(texts: list[str], times: list[tuple[float, float]], speakers: list[str] | None = None) -> list[Span]:
+    labels: list[str | None] = list(speakers) if speakers is not None else [None] * len(texts)
+    return [Span(text, start, end, label or None) for text, (start, end), label in zip(texts, times, labels, strict=True)]
+
+
+def parse_transcription(result: InferResult) -> RecognizedSpeech:
+    return RecognizedSpeech(
+        text=(_strings(result, "text") or [""])[0],
+        duration=_duration(result),
+        words=_spans(_strings(result, "words"), _pairs(result, "word_times")),
+        segments=_spans(_strings(result, "segments"), _pairs(result, "segment_times")),
+        chunks=_pairs(result, "chunk_times"),
+        speech=_pairs(result, "speech_times"),
+    )
+
+
+def parse_diarization(result: InferResult) -> Diarization:
+    return Diarization(
+        turns=_spans([""] * len(_strings(result, "speakers")), _pairs(result, "turn_times"), _strings(result, "speakers")),
+        rttm=(_strings(result, "rttm") or [""])[0],
+        duration=_duration(result),
+    )
+
+
+def parse_speaker_transcript(result: InferResult) -> RecognizedSpeech:
+    speakers = _strings(result, "speakers")
+    return RecognizedSpeech(
+        text=(_strings(result, "text") or [""])[0],
+        duration=_duration(result),
+        words=_spans(_strings(result, "words"), _pairs(result, "word_times"), _strings(result, "word_speakers")),
+        segments=_spans(_strings(result, "segments"), _pairs(result, "segment_times"), _strings(result, "segment_speakers")),
+        turns=_spans([""] * len(speakers), _pairs(result, "turn_times"), speakers),
+        rttm=(_strings(result, "rttm") or [""])[0],
+    )

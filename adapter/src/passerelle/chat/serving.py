@@ -1,0 +1,262 @@
+"""Chat completions: prepare (check, images, prompt, budget) → run (one generation on Triton's vLLM
+backend, under the model's lifecycle) → format (OpenAI's completion or its chunks) → errors."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.responses import Response
+
+from passerelle.chat.images import ImageLoader
+from passerelle.chat.protocol import (
+    AssistantMessage,
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChoiceLogprobs,
+    ChunkDelta,
+    ImagePart,
+    TextPart,
+    TokenLogprob,
+    TopLogprob,
+    Usage,
+    check_common,
+    refuse,
+    sampling_parameters,
+    token_budget,
+)
+from passerelle.core.catalog import Catalog, PromptRenderer, ServedModel
+from passerelle.core.errors import InvalidRequest, TritonFailure
+from passerelle.core.observability import Metrics
+from passerelle.core.streaming import ToError, primed, sse_response, until_disconnect
+from passerelle.triton.client import Delta, Generation, TokenChoice, TritonClient
+from passerelle.triton.lifecycle import ModelControl
+
+_ROLES = {"developer": "system"}
+
+
+def check_supported(request: ChatCompletionRequest) -> None:
+    check_common(request)
+    if request.tools:
+        raise refuse("tools", "tool calling is not implemented by this gateway yet")
+    if request.tool_choice not in (None, "none"):
+        raise refuse("tool_choice", "tool calling is not implemented by this gateway yet")
+    if request.functions or request.function_call is not None:
+        raise refuse("functions", "function calling is not implemented by this gateway yet")
+    if request.response_format is not None and request.response_format.type != "text":
+        raise refuse("response_format", f"'{request.response_format.type}' output is not implemented yet; only 'text'")
+    if request.modalities and set(request.modalities) != {"text"}:
+        raise refuse("modalities", "this model answers in text only")
+    if request.audio is not None:
+        raise refuse("audio", "this model answers in text only")
+    if request.prediction is not None:
+        raise refuse("prediction", "predicted outputs are not implemented")
+    if request.reasoning_effort is not None:
+        raise refuse("reasoning_effort", "this model has no reasoning mode to configure")
+    if request.web_search_options is not None:
+        raise refuse("web_search_options", "this gateway has no web search")
+    if request.top_logprobs is not None and not request.logprobs:
+        raise InvalidRequest("'top_logprobs' requires 'logprobs' to be true", param="top_logprobs", code="invalid_value")
+
+
+async def _template_messages(
+    request: ChatCompletionRequest, model: ServedModel, images: ImageLoader
+) -> tuple[list[dict[str, Any]], list[str]]:
+    messages: list[dict[str, Any]] = []
+    loaded: list[str] = []
+    for index, message in enumerate(request.messages):
+        where = f"messages[{index}]"
+        if message.role in ("tool", "function") or message.tool_calls or message.function_call or message.tool_call_id:
+            raise refuse(f"{where}.role", "tool and function messages need tool calling, which is not implemented yet")
+        if message.audio is not None:
+            raise refuse(f"{where}.audio", "audio in messages is not supported by this model")
+        content = message.content
+        if content is None:
+            if message.role != "assistant":
+                raise InvalidRequest(f"{where}.content is required", param=f"{where}.content", code="invalid_value")
+            content = ""
+        parts: list[dict[str, Any]] = []
+        if isinstance(content, str):
+            parts.append({"type": "text", "text": content})
+        else:
+            for part_index, part in enumerate(content):
+                param = f"{where}.content[{part_index}]"
+                if isinstance(part, TextPart):
+                    parts.append({"type": "text", "text": part.text})
+                elif isinstance(part, ImagePart):
+                    if message.role != "user":
+                        raise InvalidRequest(f"{param}: images are only allowed in user messages", param=param, code="invalid_value")
+                    loaded.append(await images.load(part.image_url.url, f"{param}.image_url.url"))
+                    parts.append({"type": "image"})
+                elif part.type == "refusal" and message.role == "assistant":
+                    continue
+                else:
+                    raise InvalidRequest(
+                        f"{param}: content parts of type '{part.type}' are not supported by this model",
+                        param=param,
+                        code="unsupported_content",
+                    )
+        messages.append({"role": _ROLES.get(message.role, message.role), "content": parts})
+    if len(loaded) > model.image_limit:
+        raise InvalidRequest(
+            f"this model accepts at most {model.image_limit} images per request; got {len(loaded)}",
+            param="messages",
+            code="too_many_images",
+        )
+    return messages, loaded
+
+
+async def prepare(request: ChatCompletionRequest, model: ServedModel, renderer: PromptRenderer, images: ImageLoader) -> Generation:
+    """Check the request, load its images, render its prompt and choose its token budget."""
+    check_supported(request)
+    messages, loaded = await _template_messages(request, model, images)
+    prompt = renderer.render_chat(messages)
+    requested = request.max_completion_tokens if request.max_completion_tokens is not None else request.max_tokens
+    field = "max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens"
+    max_tokens = token_budget(model, requested, renderer.count_tokens(prompt), field)
+    logprobs = (request.top_logprobs or 0) if request.logprobs else None
+    return Generation(prompt=prompt, sampling=sampling_parameters(request, max_tokens, logprobs), images=loaded, logprobs=request.logprobs)
+
+
+def _token_logprobs(positions: list[list[TokenChoice]], top: int) -> list[TokenLogprob]:
+    converted = []
+    for candidates in positions:
+        sampled = candidates[0]
+        alternatives = sorted((c for c in candidates if c.rank <= top), key=lambda c: c.rank)[:top]
+        converted.append(
+            TokenLogprob(
+                token=sampled.token,
+                logprob=sampled.logprob,
+                bytes=list(sampled.token.encode("utf-8")),
+                top_logprobs=[TopLogprob(token=c.token, logprob=c.logprob, bytes=list(c.token.encode("utf-8"))) for c in alternatives],
+            )
+        )
+    return converted
+
+
+class ChatAccumulator:
+    """Accumulates deltas into choices and usage; emits chunks for streaming."""
+
+    def __init__(self, request: ChatCompletionRequest, request_id: str, model_name: str) -> None:
+        self.request = request
+        self.id = f"chatcmpl-{request_id}"
+        self.created = int(time.time())
+        self.model = model_name
+        self.pieces: list[list[str]] = [[] for _ in range(request.n)]  # joined once, at the end
+        self.reasons: list[str | None] = [None] * request.n
+        self.logprobs: list[list[TokenLogprob]] = [[] for _ in range(request.n)]
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.top = request.top_logprobs or 0
+
+    def add(self, delta: Delta) -> tuple[list[ChatChunkChoice], list[ChatChunkChoice]]:
+        """Record a delta; return the choices of its content chunk and of its finish chunk."""
+        if delta.prompt_tokens is not None:
+            self.prompt_tokens = delta.prompt_tokens
+        self.completion_tokens += sum(delta.output_tokens)
+        content: list[ChatChunkChoice] = []
+        finished: list[ChatChunkChoice] = []
+        for index, text in enumerate(delta.texts):
+            new_logprobs = _token_logprobs(delta.logprobs[index], self.top) if delta.logprobs else []
+            self.pieces[index].append(text)
+            self.logprobs[index].extend(new_logprobs)
+            if text or new_logprobs:
+                chunk_logprobs = ChoiceLogprobs(content=new_logprobs) if self.request.logprobs else None
+                content.append(ChatChunkChoice(index=index, delta=ChunkDelta(content=text), logprobs=chunk_logprobs))
+            reason = delta.finish_reasons[index]
+            if reason is not None:
+                self.reasons[index] = reason
+                finished.append(ChatChunkChoice(index=index, delta=ChunkDelta(), finish_reason=reason))
+        return content, finished
+
+    def usage(self) -> Usage:
+        return Usage.of(self.prompt_tokens, self.completion_tokens)
+
+    def completion(self) -> ChatCompletion:
+        choices = [
+            ChatChoice(
+                index=index,
+                message=AssistantMessage(content=text),
+                logprobs=ChoiceLogprobs(content=self.logprobs[index]) if self.request.logprobs else None,
+                finish_reason=self.reasons[index],
+            )
+            for index, text in enumerate("".join(pieces) for pieces in self.pieces)
+        ]
+        return ChatCompletion(id=self.id, created=self.created, model=self.model, choices=choices, usage=self.usage())
+
+    def chunk(self, choices: list[ChatChunkChoice], usage: Usage | None = None) -> str:
+        body = ChatCompletionChunk(id=self.id, created=self.created, model=self.model, choices=choices, usage=usage)
+        return body.model_dump_json()
+
+    async def sse(self, deltas: AsyncGenerator[Delta]) -> AsyncGenerator[str]:
+        async with aclosing(deltas):
+            yield self.chunk([ChatChunkChoice(index=i, delta=ChunkDelta(role="assistant", content="")) for i in range(self.request.n)])
+            async for delta in deltas:
+                for choices in self.add(delta):
+                    if choices:
+                        yield self.chunk(choices)
+        if self.request.stream_options is not None and self.request.stream_options.include_usage:
+            yield self.chunk([], usage=self.usage())
+
+
+class LLMEngine:
+    """Generations on Triton's vLLM backend, each under its model's lifecycle and metrics (chat and completions)."""
+
+    def __init__(self, triton: TritonClient, control: ModelControl, metrics: Metrics) -> None:
+        self.triton = triton
+        self.control = control
+        self.metrics = metrics
+
+    async def generate(self, model: str, generation: Generation, request_id: str) -> AsyncGenerator[Delta]:
+        async with self.control.serving(model):
+            with self.metrics.generation(model) as observe:
+                async with aclosing(self.triton.generate(model, generation, request_id)) as deltas:
+                    async for delta in deltas:
+                        observe(delta.prompt_tokens, sum(delta.output_tokens))
+                        yield delta
+
+    def to_error(self, model: str) -> ToError:
+        return lambda failure: self.control.api_error(failure, model)
+
+
+class ChatServing:
+    def __init__(self, catalog: Catalog, engine: LLMEngine, images: ImageLoader) -> None:
+        self.catalog = catalog
+        self.engine = engine
+        self.images = images
+
+    async def create(self, body: ChatCompletionRequest, request: Request) -> Response | ChatCompletion:
+        model = self.catalog.require(body.model, task="chat")
+        request.state.model = model.key
+        generation = await prepare(body, model, await self.catalog.renderer(model), self.images)
+        request_id = request.state.request_id
+        accumulator = ChatAccumulator(body, request_id, model.root)
+        deltas = self.engine.generate(model.key, generation, request_id)
+        to_error = self.engine.to_error(model.key)
+        if body.stream:
+            return sse_response(accumulator.sse(await primed(deltas, to_error)), to_error)
+
+        async def collect() -> ChatCompletion:
+            try:
+                async with aclosing(deltas):
+                    async for delta in deltas:
+                        accumulator.add(delta)
+            except TritonFailure as failure:
+                raise to_error(failure) from failure
+            return accumulator.completion()
+
+        return await until_disconnect(request, collect())
+
+
+async def get_chat_serving(request: Request) -> ChatServing:
+    serving: ChatServing = request.app.state.chat
+    return serving
+
+
+ChatServingDep = Annotated[ChatServing, Depends(get_chat_serving)]

@@ -1,0 +1,17 @@
+"""`POST /v1/completions`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+
+from passerelle.completions.protocol import Completion, CompletionRequest
+from passerelle.completions.serving import CompletionServingDep
+from passerelle.core.security import require_api_key
+
+router = APIRouter(tags=["openai"], dependencies=[Depends(require_api_key)])
+
+
+@router.post("/v1/completions", response_model=Completion, operation_id="create_completion")
+async def create_completion(body: CompletionRequest, request: Request, completions: CompletionServingDep) -> Response | Completion:
+    return await completions.create(body, request)

@@ -1,0 +1,200 @@
+"""The whole error taxonomy: the API's errors, Triton's failures and how one becomes the other.
+
+Every error a client sees has OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`,
+built by `ErrorResponse` alone; `from_triton()` is the one place a Triton failure becomes an API error.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import re
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("passerelle.errors")
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error body; the admin and seed routes answer in the same shape."""
+
+    error: ErrorDetail
+
+    @classmethod
+    def of(cls, message: str, *, type: str, param: str | None = None, code: str | None = None) -> ErrorResponse:
+        return cls(error=ErrorDetail(message=message, type=type, param=param, code=code))
+
+    def json_response(self, status: int, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+        return JSONResponse({**self.model_dump(), **extra}, status_code=status, headers=headers)
+
+
+class APIError(Exception):
+    status = 500
+    type = "server_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+    def response(self) -> ErrorResponse:
+        return ErrorResponse.of(self.message, type=self.type, param=self.param, code=self.code)
+
+    def body(self) -> dict[str, Any]:
+        return self.response().model_dump()
+
+
+class InvalidRequest(APIError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class Unauthorized(APIError):
+    status = 401
+    type = "invalid_request_error"
+
+
+class Forbidden(APIError):
+    status = 403
+    type = "invalid_request_error"
+
+
+class NotFound(APIError):
+    status = 404
+    type = "invalid_request_error"
+
+
+class Conflict(APIError):
+    status = 409
+    type = "invalid_request_error"
+
+
+class PayloadTooLarge(APIError):
+    status = 413
+    type = "invalid_request_error"
+
+
+class Unavailable(APIError):
+    """A known model or Triton itself cannot serve now; the client should retry later."""
+
+    status = 503
+    type = "service_unavailable"
+
+    def __init__(self, message: str, *, retry_after_s: int, code: str = "model_unavailable", param: str | None = None):
+        super().__init__(message, code=code, param=param, headers={"Retry-After": str(retry_after_s)})
+
+
+class ClientGone(Exception):
+    """The HTTP client disconnected; the work was cancelled."""
+
+
+# Triton's failures ------------------------------------------------------------------------
+
+
+class FailureKind(enum.Enum):
+    SERVER_UNAVAILABLE = "server_unavailable"
+    MODEL_NOT_READY = "model_not_ready"
+    BAD_REQUEST = "bad_request"
+    CANCELLED = "cancelled"
+    INTERNAL = "internal"
+
+
+class TritonFailure(Exception):
+    """Whatever went wrong talking to Triton, classified by the client (`passerelle.triton.client`)."""
+
+    def __init__(self, kind: FailureKind, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+_CONTEXT_ERRORS = re.compile(r"longer than the maximum model length|maximum context length|exceeds the max", re.I)
+
+
+def from_triton(failure: TritonFailure, model: str, *, retry_after_s: int, how_to_load: str) -> APIError:
+    """The API error for a Triton failure while serving `model`: the same code on every route."""
+    if failure.kind is FailureKind.SERVER_UNAVAILABLE:
+        return Unavailable(
+            f"Triton Inference Server is unavailable: {failure.message}", retry_after_s=retry_after_s, code="triton_unavailable"
+        )
+    if failure.kind is FailureKind.MODEL_NOT_READY:
+        return Unavailable(f"Model '{model}' is not available. {how_to_load}", retry_after_s=retry_after_s)
+    context = _CONTEXT_ERRORS.search(failure.message)
+    if failure.kind is FailureKind.BAD_REQUEST or context:
+        return InvalidRequest(
+            f"The model refused the request: {failure.message}", code="context_length_exceeded" if context else "invalid_value"
+        )
+    log.error("model %s failed: %s", model, failure.message)
+    return Unavailable(
+        f"Model '{model}' failed while serving the request: {failure.message}", retry_after_s=retry_after_s, code="model_error"
+    )
+
+
+# Handlers -----------------------------------------------------------------------------------
+
+
+def _location(loc: tuple[Any, ...]) -> str | None:
+    parts = [str(part) for part in loc if part not in ("body", "query", "path", "header")]
+    return ".".join(parts) or None
+
+
+def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    first = exc.errors()[0]
+    param = _location(tuple(first.get("loc", ())))
+    kind = first.get("type", "")
+    if kind == "extra_forbidden":
+        return f"Unrecognized request argument supplied: {param}", param
+    if kind == "json_invalid":
+        return "The request body is not valid JSON.", None
+    message = first.get("msg", "Invalid request")
+    return (f"{param}: {message}" if param else message), param
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        return exc.response().json_response(exc.status, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param = validation_message(exc)
+        return InvalidRequest(message, param=param, code="invalid_value").response().json_response(400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        error_type = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        body = ErrorResponse.of(str(exc.detail), type=error_type, code=getattr(exc, "code", None))
+        return body.json_response(exc.status_code, getattr(exc, "headers", None))
+
+    @app.exception_handler(ClientGone)
+    async def _client_gone(request: Request, exc: ClientGone) -> Response:
+        log.info("client disconnected; request cancelled")
+        return Response(status_code=499)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        request_id = getattr(request.state, "request_id", "-")
+        log.exception("unhandled error in %s %s (request %s)", request.method, request.url.path, request_id)
+        message = f"Internal server error. Quote request id {request_id} when reporting it."
+        return ErrorResponse.of(message, type="server_error", code="internal_error").json_response(500, {"X-Request-ID": request_id})

@@ -1,0 +1,124 @@
+"""The adapter's own Prometheus metrics (Triton's are scraped from Triton's port 8002 directly).
+
+One registry per app, so that several apps in one process (tests) do not collide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("passerelle.observability")
+_LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_LOAD = (0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "passerelle_requests", "HTTP requests by route, model and status.", ["route", "model", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "passerelle_request_duration_seconds",
+            "HTTP request latency (whole response).",
+            ["route", "model"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.in_flight = Gauge("passerelle_requests_in_flight", "HTTP requests being served.", ["route"], registry=r)
+        self.ttft = Histogram(
+            "passerelle_time_to_first_token_seconds",
+            "Time from request to the first generated token.",
+            ["model"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.tokens = Counter("passerelle_tokens", "Tokens in prompts and completions.", ["model", "kind"], registry=r)
+        self.generations_in_flight = Gauge("passerelle_generations_in_flight", "Generations running in Triton.", ["model"], registry=r)
+        self.audio_seconds = Counter("passerelle_audio_seconds", "Seconds of audio processed.", ["model"], registry=r)
+        self.loop_lag = Histogram(
+            "passerelle_event_loop_lag_seconds",
+            "How late the adapter's event loop ran a 0.1 s timer (time it was blocked).",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.load_duration = Histogram(
+            "passerelle_model_load_duration_seconds", "Model loads through Triton.", ["model", "outcome"], buckets=_LOAD, registry=r
+        )
+
+    @contextmanager
+    def generation(self, model: str) -> Iterator[Callable[[int | None, int], None]]:
+        """Times one generation; the caller reports each response's (prompt tokens, new tokens)."""
+        started = time.perf_counter()
+        first = True
+        in_flight = self.generations_in_flight.labels(model=model)
+
+        def observe(prompt_tokens: int | None, produced: int) -> None:
+            nonlocal first
+            if first:
+                first = False
+                self.ttft.labels(model=model).observe(time.perf_counter() - started)
+                if prompt_tokens:
+                    self.tokens.labels(model=model, kind="prompt").inc(prompt_tokens)
+            if produced:
+                self.tokens.labels(model=model, kind="completion").inc(produced)
+
+        in_flight.inc()
+        try:
+            yield observe
+        finally:
+            in_flight.dec()
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request by its route template and the model it named."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] == "/metrics":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        path = scope["path"]
+        gauge = self.metrics.in_flight.labels(route="/".join(path.split("/")[:3]) or "/")
+        gauge.inc()
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            gauge.dec()
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            model = scope.get("state", {}).get("model", "")
+            self.metrics.requests.labels(route=route, model=model, status=str(status)).inc()
+            self.metrics.latency.labels(route=route, model=model).observe(time.perf_counter() - started)
+
+
+async def watch_event_loop(metrics: Metrics, interval_s: float = 0.1, warn_after_s: float = 1.0) -> None:
+    """Measures how late a periodic timer fires: anything blocking the loop delays every request,
+    including the detection of clients that went away."""
+    loop = asyncio.get_running_loop()
+    while True:
+        expected = loop.time() + interval_s
+        await asyncio.sleep(interval_s)
+        lag = max(0.0, loop.time() - expected)
+        metrics.loop_lag.observe(lag)
+        if lag > warn_after_s:
+            log.warning("the event loop was blocked for %.1f s", lag)

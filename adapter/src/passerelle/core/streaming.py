@@ -1,0 +1,91 @@
+"""Running generations for HTTP clients: errors before the first token become HTTP errors,
+errors after it become an SSE error event, and a client that goes away cancels the work."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from typing import TypeVar
+
+from fastapi import Request
+from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from passerelle.core.errors import APIError, ClientGone, TritonFailure
+
+log = logging.getLogger("passerelle.streaming")
+T = TypeVar("T")
+ToError = Callable[[TritonFailure], APIError]
+
+
+async def primed(items: AsyncGenerator[T], to_error: ToError) -> AsyncGenerator[T]:
+    """Wait for the first item, so that failures before it surface as HTTP errors."""
+    try:
+        first = await anext(items)
+    except StopAsyncIteration:
+        first = None
+    except TritonFailure as failure:
+        raise to_error(failure) from failure
+
+    async def chained() -> AsyncGenerator[T]:
+        async with aclosing(items):
+            if first is not None:
+                yield first
+            async for item in items:
+                yield item
+
+    return chained()
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """Closes its body generator however the response ends.
+
+    When the client disconnects while Starlette is writing, the body generator is left suspended at
+    a `yield` and would only be finalised by the garbage collector, keeping the Triton request (and
+    the engine) running until then. Closing it here runs every `finally` down to the gRPC stream.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            body = self.body_iterator
+            if isinstance(body, AsyncGenerator):
+                await body.aclose()
+
+
+def sse_response(events: AsyncGenerator[str], to_error: ToError) -> StreamingResponse:
+    async def body() -> AsyncIterator[str]:
+        try:
+            async with aclosing(events):
+                async for event in events:
+                    yield f"data: {event}\n\n"
+        except TritonFailure as failure:
+            yield f"data: {to_error(failure).response().model_dump_json()}\n\n"
+        except APIError as error:
+            yield f"data: {error.response().model_dump_json()}\n\n"
+        yield "data: [DONE]\n\n"
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return ClosingStreamingResponse(body(), media_type="text/event-stream", headers=headers)
+
+
+async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Await `work`, cancelling it if the client disconnects first (for non-streamed answers)."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        raise ClientGone
+    return task.result()

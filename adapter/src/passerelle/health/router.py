@@ -1,0 +1,35 @@
+"""`/health` (adapter liveness, Triton readiness) and `/metrics` (the adapter's Prometheus metrics;
+Triton's own are on Triton's metrics port)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from passerelle.core.config import Settings
+from passerelle.core.observability import Metrics
+from passerelle.triton.client import TritonClient
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health", operation_id="health")
+async def health(request: Request) -> JSONResponse:
+    """Adapter liveness (it answers) and Triton readiness; 503 while Triton is not ready."""
+    triton: TritonClient = request.app.state.triton
+    settings: Settings = request.app.state.settings
+    live = await triton.server_live()
+    ready = live and await triton.server_ready()
+    body = {
+        "status": "ok" if ready else "degraded",
+        "adapter": {"live": True},
+        "triton": {"url": settings.triton_grpc_url, "live": live, "ready": ready},
+    }
+    return JSONResponse(body, status_code=200 if ready else 503, headers={} if ready else {"Retry-After": "5"})
+
+
+@router.get("/metrics", operation_id="metrics", include_in_schema=False, tags=["observability"])
+async def metrics(request: Request) -> Response:
+    registry: Metrics = request.app.state.metrics
+    return Response(generate_latest(registry.registry), media_type=CONTENT_TYPE_LATEST)

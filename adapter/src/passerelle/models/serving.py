@@ -1,0 +1,60 @@
+"""The model list: the catalog's models, each with its state in Triton's repository index."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from passerelle.core.catalog import Catalog, ServedModel
+from passerelle.core.errors import NotFound, TritonFailure
+from passerelle.models.protocol import ModelCard, ModelList
+from passerelle.triton.client import TritonClient
+
+_STARTED = int(time.time())
+_NOT_INDEXED = ("UNAVAILABLE", "not in Triton's repository index")
+
+
+class ModelsServing:
+    def __init__(self, catalog: Catalog, triton: TritonClient) -> None:
+        self.catalog = catalog
+        self.triton = triton
+
+    async def _states(self) -> dict[str, tuple[str, str | None]]:
+        try:
+            index = await self.triton.repository_index()
+        except TritonFailure as failure:
+            return {key: ("UNKNOWN", failure.message) for key in self.catalog.models}
+        return {entry["name"]: (entry.get("state") or "UNAVAILABLE", entry.get("reason") or None) for entry in index}
+
+    @staticmethod
+    def _card(model: ServedModel, state: tuple[str, str | None]) -> ModelCard:
+        return ModelCard(
+            id=model.key,
+            created=_STARTED,
+            root=model.root,
+            max_model_len=model.max_model_len,
+            task=model.task,
+            state=state[0],
+            state_reason=state[1],
+            aliases=list(model.aliases),
+        )
+
+    async def list(self) -> ModelList:
+        states = await self._states()
+        return ModelList(data=[self._card(model, states.get(key, _NOT_INDEXED)) for key, model in self.catalog.models.items()])
+
+    async def retrieve(self, name: str) -> ModelCard:
+        model = self.catalog.resolve(name)
+        if model is None:
+            raise NotFound(f"The model '{name}' does not exist.", param="model", code="model_not_found")
+        return self._card(model, (await self._states()).get(model.key, _NOT_INDEXED))
+
+
+async def get_models_serving(request: Request) -> ModelsServing:
+    serving: ModelsServing = request.app.state.models
+    return serving
+
+
+ModelsServingDep = Annotated[ModelsServing, Depends(get_models_serving)]

@@ -1,0 +1,354 @@
+"""The adapter's only door to Triton: tritonclient's asyncio gRPC client, and Triton's HTTP
+protocol for audio held in memory (its binary extension streams a large tensor without copies).
+
+Generation goes over gRPC `ModelStreamInfer`, because cancelling that stream reaches the
+model at once (Triton's HTTP front end notices a disconnect only when it next writes). It
+speaks the vLLM backend's tensor contract (`Generation` in, `Delta`s out) and knows nothing
+of OpenAI. The adapter always asks for a stream (`stream=True`, `exclude_input_in_output=True`),
+so that every request, streamed to the client or not, can be cancelled the moment its client
+goes away. Every failure leaves this module as a `TritonFailure` (`passerelle.core.errors`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import httpx
+import numpy as np
+import tritonclient.grpc.aio as grpcclient
+from tritonclient.grpc import InferInput, InferRequestedOutput, InferResult
+from tritonclient.utils import InferenceServerException, deserialize_bytes_tensor, triton_to_np_dtype
+
+from passerelle.core.errors import FailureKind, TritonFailure
+
+log = logging.getLogger("passerelle.triton")
+_PIECE = 1 << 20
+
+
+_NOT_READY_MARKERS = ("unknown model", "has no available versions", "is not ready", "is not found", "unavailable model")
+
+
+def classify(message: str) -> FailureKind:
+    lowered = message.lower()
+    if any(marker in lowered for marker in _NOT_READY_MARKERS):
+        return FailureKind.MODEL_NOT_READY
+    if "cancelled" in lowered:
+        return FailureKind.CANCELLED
+    return FailureKind.INTERNAL
+
+
+def _from_rpc(error: grpc.aio.AioRpcError) -> TritonFailure:
+    code, details = error.code(), error.details() or str(error)
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return TritonFailure(FailureKind.SERVER_UNAVAILABLE, f"Triton is not reachable: {details}")
+    if code == grpc.StatusCode.CANCELLED:
+        return TritonFailure(FailureKind.CANCELLED, details)
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return TritonFailure(FailureKind.BAD_REQUEST, details)
+    return TritonFailure(classify(details), details)
+
+
+def _from_client(error: InferenceServerException) -> TritonFailure:
+    message = error.message() or str(error)
+    status = (error.status() or "").upper()
+    if "UNAVAILABLE" in status and "model" not in message.lower():
+        return TritonFailure(FailureKind.SERVER_UNAVAILABLE, f"Triton is not reachable: {message}")
+    if "INVALID_ARG" in status:
+        return TritonFailure(FailureKind.BAD_REQUEST, message)
+    return TritonFailure(classify(message), message)
+
+
+# The vLLM backend's tensors ------------------------------------------------------------------
+
+_OUTPUTS = ("text_output", "finish_reason", "num_input_tokens", "num_output_tokens")
+_UNFINISHED = ("", "None", "none", "null")
+
+
+@dataclass
+class Generation:
+    """One call to the engine: a rendered prompt, base64 images and vLLM sampling parameters."""
+
+    prompt: str
+    sampling: dict[str, Any]
+    images: list[str] = field(default_factory=list)
+    logprobs: bool = False
+
+    @property
+    def n(self) -> int:
+        return int(self.sampling.get("n", 1))
+
+
+@dataclass
+class TokenChoice:
+    """One candidate at one position: the sampled token first, then the top alternatives."""
+
+    token_id: int
+    token: str
+    logprob: float
+    rank: int
+
+
+@dataclass
+class Delta:
+    """What one backend response adds, per choice (position i is choice i)."""
+
+    texts: list[str]
+    finish_reasons: list[str | None]
+    output_tokens: list[int]
+    prompt_tokens: int | None
+    logprobs: list[list[list[TokenChoice]]] | None
+
+
+def _bytes_input(name: str, values: list[str]) -> InferInput:
+    tensor = InferInput(name, [len(values)], "BYTES")
+    tensor.set_data_from_numpy(np.array([value.encode("utf-8") for value in values], dtype=np.object_))
+    return tensor
+
+
+def _bool_input(name: str, value: bool) -> InferInput:
+    tensor = InferInput(name, [1], "BOOL")
+    tensor.set_data_from_numpy(np.array([value], dtype=bool))
+    return tensor
+
+
+def build_inputs(generation: Generation) -> tuple[list[InferInput], list[InferRequestedOutput]]:
+    inputs = [
+        _bytes_input("text_input", [generation.prompt]),
+        _bool_input("stream", True),
+        _bytes_input("sampling_parameters", [json.dumps(generation.sampling)]),
+        _bool_input("exclude_input_in_output", True),
+        _bool_input("return_finish_reason", True),
+        _bool_input("return_num_input_tokens", True),
+        _bool_input("return_num_output_tokens", True),
+    ]
+    if generation.images:
+        inputs.append(_bytes_input("image", generation.images))
+    names = list(_OUTPUTS)
+    if generation.logprobs:
+        inputs.append(_bool_input("return_logprobs", True))
+        names.append("logprobs")
+    return inputs, [InferRequestedOutput(name) for name in names]
+
+
+def _strings(result: InferResult, name: str) -> list[str]:
+    array = result.as_numpy(name)
+    if array is None:
+        return []
+    return [item.decode("utf-8", errors="replace") if isinstance(item, bytes) else str(item) for item in array.reshape(-1)]
+
+
+def _parse_logprobs(raw: str) -> list[list[TokenChoice]]:
+    positions = json.loads(raw)
+    if positions is None:
+        return []
+    parsed = []
+    for position in positions:
+        # vLLM lists the sampled token first, then the top-k alternatives.
+        parsed.append(
+            [
+                TokenChoice(int(token_id), entry.get("decoded_token") or "", float(entry["logprob"]), int(entry["rank"]))
+                for token_id, entry in position.items()
+            ]
+        )
+    return parsed
+
+
+def parse_response(result: InferResult) -> Delta:
+    texts = _strings(result, "text_output")
+    reasons = [None if reason in _UNFINISHED else reason for reason in _strings(result, "finish_reason")]
+    counts = result.as_numpy("num_output_tokens")
+    prompt = result.as_numpy("num_input_tokens")
+    raw_logprobs = _strings(result, "logprobs")
+    return Delta(
+        texts=texts,
+        finish_reasons=reasons or [None] * len(texts),
+        output_tokens=[int(value) for value in counts.reshape(-1)] if counts is not None else [0] * len(texts),
+        prompt_tokens=int(prompt.reshape(-1)[0]) if prompt is not None and prompt.size else None,
+        logprobs=[_parse_logprobs(item) for item in raw_logprobs] if raw_logprobs else None,
+    )
+
+
+def _is_last(result: InferResult) -> bool:
+    reasons = _strings(result, "finish_reason")
+    return bool(reasons) and all(reason not in _UNFINISHED for reason in reasons)
+
+
+# Transport ----------------------------------------------------------------------------------
+
+
+class BinaryResult:
+    """A response of Triton's HTTP protocol with binary outputs: a JSON header, then each output's bytes."""
+
+    def __init__(self, body: bytes, header_length: int) -> None:
+        header = json.loads(body[:header_length])
+        self._arrays: dict[str, np.ndarray] = {}
+        offset = header_length
+        for output in header.get("outputs", []):
+            size = int(output.get("parameters", {}).get("binary_data_size", 0))
+            raw = body[offset : offset + size]
+            offset += size
+            if output["datatype"] == "BYTES":
+                array = deserialize_bytes_tensor(raw) if size else np.array([], dtype=np.object_)
+            else:
+                array = np.frombuffer(raw, dtype=triton_to_np_dtype(output["datatype"]))
+            self._arrays[output["name"]] = array.reshape(output["shape"])
+
+    def as_numpy(self, name: str) -> np.ndarray | None:
+        return self._arrays.get(name)
+
+
+class TritonClient:
+    def __init__(self, grpc_url: str, http_url: str | None = None) -> None:
+        self.grpc_url = grpc_url
+        self._client = grpcclient.InferenceServerClient(url=grpc_url)
+        self._http = httpx.AsyncClient(base_url=http_url, timeout=httpx.Timeout(None, connect=10), trust_env=False) if http_url else None
+
+    async def close(self) -> None:
+        await self._client.close()
+        if self._http is not None:
+            await self._http.aclose()
+
+    async def infer_binary(
+        self, model: str, inputs: list[dict[str, Any]], name: str, datatype: str, shape: list[int], data: memoryview, outputs: list[str]
+    ) -> BinaryResult:
+        """One inference over Triton's HTTP protocol with its binary-tensor extension: the large input
+        `name` is streamed from `data` in 1 MiB pieces after the JSON header, never copied whole."""
+        assert self._http is not None, "TritonClient was made without an HTTP URL"
+        header = json.dumps(
+            {
+                "inputs": [*inputs, {"name": name, "shape": shape, "datatype": datatype, "parameters": {"binary_data_size": data.nbytes}}],
+                "outputs": [{"name": output, "parameters": {"binary_data": True}} for output in outputs],
+            }
+        ).encode()
+
+        async def body() -> AsyncIterator[bytes]:
+            yield header
+            for offset in range(0, data.nbytes, _PIECE):
+                yield bytes(data[offset : offset + _PIECE])
+
+        headers = {"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"}
+        try:
+            response = await self._http.post(f"/v2/models/{model}/infer", content=body(), headers=headers)
+        except httpx.TransportError as error:
+            raise TritonFailure(FailureKind.SERVER_UNAVAILABLE, f"Triton is not reachable: {error}") from error
+        if response.status_code != 200:
+            try:
+                message = str(response.json().get("error", response.text))
+            except ValueError:
+                message = response.text
+            kind = classify(message)
+            if kind is FailureKind.INTERNAL and response.status_code == 400:
+                kind = FailureKind.BAD_REQUEST
+            raise TritonFailure(kind, message)
+        return BinaryResult(response.content, int(response.headers.get("Inference-Header-Content-Length", len(response.content))))
+
+    async def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(*args, **kwargs)
+        except InferenceServerException as error:
+            raise _from_client(error) from error
+        except grpc.aio.AioRpcError as error:
+            raise _from_rpc(error) from error
+
+    async def server_ready(self) -> bool:
+        try:
+            return bool(await self._call(self._client.is_server_ready))
+        except TritonFailure:
+            return False
+
+    async def server_live(self) -> bool:
+        try:
+            return bool(await self._call(self._client.is_server_live))
+        except TritonFailure:
+            return False
+
+    async def model_ready(self, model: str) -> bool:
+        try:
+            return bool(await self._call(self._client.is_model_ready, model))
+        except TritonFailure as failure:
+            if failure.kind is FailureKind.SERVER_UNAVAILABLE:
+                raise
+            return False
+
+    async def server_metadata(self) -> dict[str, Any]:
+        return dict(await self._call(self._client.get_server_metadata, as_json=True))
+
+    async def statistics(self) -> list[dict[str, Any]]:
+        stats = await self._call(self._client.get_inference_statistics, as_json=True)
+        return list(stats.get("model_stats", []))
+
+    async def model_config(self, model: str) -> dict[str, Any]:
+        return dict((await self._call(self._client.get_model_config, model, as_json=True)).get("config", {}))
+
+    async def infer(self, model: str, inputs: list[InferInput], outputs: list[InferRequestedOutput] | None = None) -> InferResult:
+        return await self._call(self._client.infer, model, inputs, outputs=outputs)
+
+    async def register_system_shared_memory(self, name: str, key: str, byte_size: int) -> None:
+        await self._call(self._client.register_system_shared_memory, name, key, byte_size)
+
+    async def unregister_system_shared_memory(self, name: str) -> None:
+        await self._call(self._client.unregister_system_shared_memory, name)
+
+    async def repository_index(self) -> list[dict[str, str]]:
+        index = await self._call(self._client.get_model_repository_index, as_json=True)
+        return list(index.get("models", []))
+
+    async def load_model(self, model: str, config: str | None = None) -> None:
+        await self._call(self._client.load_model, model, config=config)
+
+    async def unload_model(self, model: str) -> None:
+        await self._call(self._client.unload_model, model)
+
+    async def generate(self, model: str, generation: Generation, request_id: str) -> AsyncGenerator[Delta]:
+        """One request to a vLLM-backend model: deltas until every choice has finished."""
+        inputs, outputs = build_inputs(generation)
+        async with aclosing(self.stream(model, inputs, outputs, request_id, _is_last)) as results:
+            async for result in results:
+                yield parse_response(result)
+
+    async def stream(
+        self,
+        model: str,
+        inputs: list[InferInput],
+        outputs: list[InferRequestedOutput],
+        request_id: str,
+        is_last: Callable[[InferResult], bool],
+    ) -> AsyncGenerator[InferResult]:
+        """Yield each response of one decoupled request until `is_last` says it was the final one.
+
+        Leaving the iteration early (client gone, error, task cancelled) cancels the gRPC
+        stream, which Triton turns into a cancelled request inside the model.
+        """
+
+        done = asyncio.Event()
+
+        async def requests() -> AsyncIterator[dict[str, Any]]:
+            yield {"model_name": model, "inputs": inputs, "outputs": outputs, "request_id": request_id}
+            await done.wait()  # keep the stream open until the last response has arrived
+
+        responses = self._client.stream_infer(requests())
+        finished = False
+        try:
+            async for result, error in responses:
+                if error is not None:
+                    raise _from_client(error)
+                finished = is_last(result)
+                yield result
+                if finished:
+                    return
+            raise TritonFailure(FailureKind.INTERNAL, "Triton closed the stream before the final response")
+        except grpc.aio.AioRpcError as error:
+            raise _from_rpc(error) from error
+        finally:
+            # Cancel before half-closing: Triton 2.51 can miss a cancellation that arrives after the
+            # client's end-of-requests, and then runs the request to completion.
+            if not finished:
+                responses.cancel()
+            done.set()
