@@ -18,9 +18,10 @@ from passerelle.admin.protocol import (
     Unloaded,
 )
 from passerelle.admin.serving import AdminServingDep
+from passerelle.core.errors import ERROR_RESPONSES
 from passerelle.core.security import require_admin
 
-router = APIRouter(prefix="/api/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+router = APIRouter(prefix="/api/admin", tags=["admin"], dependencies=[Depends(require_admin)], responses=ERROR_RESPONSES)
 
 
 @router.get("/status", response_model=Status, operation_id="admin_status")

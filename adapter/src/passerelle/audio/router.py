@@ -9,9 +9,10 @@ from fastapi.responses import JSONResponse, Response
 from passerelle.audio.forms import close_form, form_schema
 from passerelle.audio.protocol import SeedDiarization, SeedDiarizationForm, SeedTranscribeForm, SeedTranscription, TranscriptionForm
 from passerelle.audio.serving import AudioServingDep
+from passerelle.core.errors import ERROR_RESPONSES
 from passerelle.core.security import require_api_key
 
-router = APIRouter(tags=["audio"], dependencies=[Depends(require_api_key), Depends(close_form)])
+router = APIRouter(tags=["audio"], dependencies=[Depends(require_api_key), Depends(close_form)], responses=ERROR_RESPONSES)
 
 
 @router.post("/v1/audio/transcriptions", operation_id="create_transcription", openapi_extra=form_schema(TranscriptionForm))

@@ -7,9 +7,10 @@ from fastapi.responses import Response
 
 from passerelle.chat.protocol import ChatCompletion, ChatCompletionRequest
 from passerelle.chat.serving import ChatServingDep
+from passerelle.core.errors import ERROR_RESPONSES
 from passerelle.core.security import require_api_key
 
-router = APIRouter(tags=["openai"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["openai"], dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES)
 
 
 @router.post("/v1/chat/completions", response_model=ChatCompletion, operation_id="create_chat_completion")

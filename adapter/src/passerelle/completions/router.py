@@ -7,9 +7,10 @@ from fastapi.responses import Response
 
 from passerelle.completions.protocol import Completion, CompletionRequest
 from passerelle.completions.serving import CompletionServingDep
+from passerelle.core.errors import ERROR_RESPONSES
 from passerelle.core.security import require_api_key
 
-router = APIRouter(tags=["openai"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["openai"], dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES)
 
 
 @router.post("/v1/completions", response_model=Completion, operation_id="create_completion")

@@ -40,6 +40,14 @@ class ErrorResponse(BaseModel):
         return JSONResponse({**self.model_dump(), **extra}, status_code=status, headers=headers)
 
 
+# What every route may answer besides its success, for OpenAPI (it also keeps FastAPI from listing a
+# 422 that the adapter never sends: validation errors are 400 in this shape).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorResponse, "description": "The request was refused; `error.param` and `error.code` say why."},
+    503: {"model": ErrorResponse, "description": "Triton or the model cannot serve now; retry after `Retry-After` seconds."},
+}
+
+
 class APIError(Exception):
     status = 500
     type = "server_error"

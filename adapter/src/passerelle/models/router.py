@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
+from passerelle.core.errors import ERROR_RESPONSES
 from passerelle.core.security import require_api_key
 from passerelle.models.protocol import ModelCard, ModelList
 from passerelle.models.serving import ModelsServingDep
 
-router = APIRouter(tags=["openai"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["openai"], dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES)
 
 
 @router.get("/v1/models", response_model=ModelList, operation_id="list_models")
