@@ -88,8 +88,19 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench_audio-"))
     print(f"work folder (logs, audio): {work}", flush=True)
     voices = speech.build(work / "speech")
-    ports = {f"{name}_port": free_port() for name in ("http", "grpc", "metrics", "adapter")}
-    stack = Stack(StackConfig(run_dir=work / "stack", profile="cpu", adapter_env={"OPENAI_API_KEYS": API_KEY}, **ports))
+    # The four ports by name (not a **dict of them) so that StackConfig's fields are type-checked.
+    http_port, grpc_port, metrics_port, adapter_port = (free_port() for _ in range(4))
+    stack = Stack(
+        StackConfig(
+            run_dir=work / "stack",
+            profile="cpu",
+            adapter_env={"OPENAI_API_KEYS": API_KEY},
+            http_port=http_port,
+            grpc_port=grpc_port,
+            metrics_port=metrics_port,
+            adapter_port=adapter_port,
+        )
+    )
     rows = []
     try:
         stack.prepare()

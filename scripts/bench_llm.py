@@ -40,6 +40,7 @@ import numpy as np
 import openai
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
+from openai.types.chat import ChatCompletionMessageParam
 
 from passerelle.core.catalog import PromptRenderer
 from passerelle_stack.launcher import Stack, StackConfig, _wait_http
@@ -92,7 +93,7 @@ def filler(renderer: PromptRenderer, prompt_tokens: int) -> str:
     return " ".join(words)
 
 
-def chat(text: str, parts: bool = False) -> list[dict]:
+def chat(text: str, parts: bool = False) -> list[dict[str, Any]]:
     """One user message; the adapter turns string content into text parts before rendering, so does `parts`."""
     return [{"role": "user", "content": [{"type": "text", "text": text}] if parts else text}]
 
@@ -138,7 +139,7 @@ async def triton_request(client: aioclient.InferenceServerClient, prompt: str, m
     outputs = [grpcclient.InferRequestedOutput(n) for n in ("text_output", "finish_reason", "num_input_tokens", "num_output_tokens")]
     done = asyncio.Event()
 
-    async def requests() -> AsyncIterator[dict]:  # the stream stays open until the final response
+    async def requests() -> AsyncIterator[dict[str, Any]]:  # the stream stays open until the final response
         yield {"model_name": MODEL, "inputs": inputs, "outputs": outputs, "request_id": uuid.uuid4().hex}
         await done.wait()
 
@@ -161,7 +162,7 @@ async def triton_request(client: aioclient.InferenceServerClient, prompt: str, m
             responses.cancel()
 
 
-async def openai_request(client: openai.AsyncOpenAI, messages: list[dict], max_tokens: int) -> Sample:
+async def openai_request(client: openai.AsyncOpenAI, messages: list[ChatCompletionMessageParam], max_tokens: int) -> Sample:
     started, ttft, tokens = time.perf_counter(), None, None
     stream = await client.chat.completions.create(
         model=MODEL,
@@ -202,6 +203,8 @@ def run_phase(args: argparse.Namespace, name: str, body: str, target: str, rende
 
     async def main() -> Phase:
         client: Any
+        one: Callable[[Any], Awaitable[Sample]]
+        prepare: Callable[[str], Any]
         if renderer is None:
             client = openai.AsyncOpenAI(base_url=f"{target}/v1", api_key=API_KEY, max_retries=0, timeout=args.request_timeout)
             one, prepare = (lambda messages: openai_request(client, messages, args.max_tokens)), chat
@@ -234,7 +237,7 @@ def reap_sessions(session_ids: list[int]) -> list[str]:
     return found
 
 
-def engine_flags(engine: dict) -> list[str]:
+def engine_flags(engine: dict[str, Any]) -> list[str]:
     """model.json engine arguments -> api_server flags (`kv_cache_memory_bytes` -> `--kv-cache-memory-bytes`)."""
     flags = []
     for key, value in engine.items():
@@ -248,7 +251,7 @@ def engine_flags(engine: dict) -> list[str]:
     return flags
 
 
-def start_vllm_server(stack: Stack, engine: dict, port: int) -> tuple[subprocess.Popen[bytes], Path]:
+def start_vllm_server(stack: Stack, engine: dict[str, Any], port: int) -> tuple[subprocess.Popen[bytes], Path]:
     """vLLM's OpenAI server in its own session, with Triton's environment and the model.json engine arguments."""
     command = [str(stack.env_dir / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server", "--host", "127.0.0.1"]
     command += ["--port", str(port), "--model", engine["model"], "--served-model-name", MODEL, *engine_flags(engine)]
@@ -380,8 +383,19 @@ def main() -> int:
     signal.signal(signal.SIGALRM, on_signal)
     signal.alarm(args.time_limit)
     run_dir = Path(tempfile.mkdtemp(prefix="bench_llm-"))
-    ports = {f"{name}_port": free_port() for name in ("http", "grpc", "metrics", "adapter")}
-    stack = Stack(StackConfig(run_dir=run_dir, profile="cpu", adapter_env={"OPENAI_API_KEYS": API_KEY}, **ports))
+    # The four ports by name (not a **dict of them) so that StackConfig's fields are type-checked.
+    http_port, grpc_port, metrics_port, adapter_port = (free_port() for _ in range(4))
+    stack = Stack(
+        StackConfig(
+            run_dir=run_dir,
+            profile="cpu",
+            adapter_env={"OPENAI_API_KEYS": API_KEY},
+            http_port=http_port,
+            grpc_port=grpc_port,
+            metrics_port=metrics_port,
+            adapter_port=adapter_port,
+        )
+    )
     vllm_port = free_port()
     server: subprocess.Popen[bytes] | None = None
     phases: list[Phase] = []

@@ -301,7 +301,7 @@ def check_segmentation(model: PyanNet) -> dict[str, Any]:
     with torch.no_grad():
         log_probs = model(torch.from_numpy(audio)[None, None, :])[0]
     frames = log_probs.shape[0]
-    centres = (np.arange(frames) + 0.5) * SEGMENTATION_DURATION / frames
+    centres: np.ndarray = (np.arange(frames) + 0.5) * SEGMENTATION_DURATION / frames
     # Speech margin: the best speech class against no speech; voice margin: a class against the other speech classes.
     speech_margin = (log_probs[:, 1:].max(-1).values - log_probs[:, 0]).numpy()
     window = int(0.02 * SAMPLE_RATE)

@@ -36,16 +36,22 @@ so an image whose sides are multiples of 32 and whose area is within the
 bounds is never resized: 96x64 -> 3 * 2 = 6 tokens, 128x128 -> 16 tokens.
 """
 
+from __future__ import annotations
+
 import argparse
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import save_file
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from tiny_build_report import CheckFailed, build_report
+
+if TYPE_CHECKING:
+    from transformers import Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration
 
 SEED = 1234
 TARGET_VOCAB_SIZE = 2000
@@ -156,7 +162,7 @@ gone. It's done. The image shows a cat, a dog, a red car and a blue sky.
 """
 
 
-def text_config(vocab_size, ids):
+def text_config(vocab_size: int, ids: dict[str, int]) -> dict[str, Any]:
     """Tiny language model. head_dim 32: vLLM's CPU attention rejects head_dim 16."""
     return {
         "vocab_size": vocab_size,
@@ -184,7 +190,7 @@ def text_config(vocab_size, ids):
     }
 
 
-def vision_config(out_hidden_size):
+def vision_config(out_hidden_size: int) -> dict[str, Any]:
     """Tiny vision tower with the production patch geometry; deepstack feeds text layers 0, 1."""
     return {
         "depth": 2,
@@ -202,12 +208,12 @@ def vision_config(out_hidden_size):
     }
 
 
-def write_json(path, obj):
+def write_json(path: Path, obj: object) -> None:
     """Stable JSON: sorted keys, fixed indentation, trailing newline."""
     path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def build_tokenizer(out):
+def build_tokenizer(out: Path) -> tuple[dict[str, int], int]:
     """Train a Qwen2-style byte-level BPE on CORPUS, write it with its config and chat
     template, and return ({special token: id}, tokenizer size)."""
     tok = Tokenizer(models.BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
@@ -232,7 +238,12 @@ def build_tokenizer(out):
     tok.add_special_tokens(SPECIAL_TOKENS)
     tok.save(str(out / "tokenizer.json"))
 
-    ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
+    ids: dict[str, int] = {}
+    for t in SPECIAL_TOKENS:
+        token_id = tok.token_to_id(t)
+        if token_id is None:  # never: every special token was just added
+            raise RuntimeError(f"tiny Qwen: special token {t} is missing from the trained tokenizer")
+        ids[t] = token_id
     (out / "chat_template.jinja").write_text(CHAT_TEMPLATE)
     write_json(
         out / "tokenizer_config.json",
@@ -257,7 +268,7 @@ def build_tokenizer(out):
     return ids, tok.get_vocab_size()
 
 
-def build_model_config(out, ids, tokenizer_size):
+def build_model_config(out: Path, ids: dict[str, int], tokenizer_size: int) -> Qwen3VLMoeConfig:
     """Write config.json (vocab rounded up to a multiple of 64) and generation_config.json."""
     from transformers import Qwen3VLMoeConfig
 
@@ -285,13 +296,14 @@ def build_model_config(out, ids, tokenizer_size):
     return config
 
 
-def build_weights(out, config):
+def build_weights(out: Path, config: Qwen3VLMoeConfig) -> Qwen3VLMoeForConditionalGeneration:
     """Random-init the transformers model and save it in the original checkpoint layout; returns the model."""
     from transformers import Qwen3VLMoeForConditionalGeneration
 
     torch.manual_seed(SEED)
-    model = Qwen3VLMoeForConditionalGeneration(config).eval()
-    tensors = {}
+    # transformers leaves PreTrainedModel.eval() unannotated.
+    model: Qwen3VLMoeForConditionalGeneration = Qwen3VLMoeForConditionalGeneration(config).eval()  # type: ignore[no-untyped-call]
+    tensors: dict[str, torch.Tensor] = {}
     for name, tensor in model.state_dict().items():
         # transformers keeps fused experts as gate_up [E, 2I, H] / down [E, H, I];
         # checkpoints (and vLLM's loader) use gate_up [E, H, 2I] / down [E, I, H].
@@ -303,7 +315,7 @@ def build_weights(out, config):
     return model
 
 
-def check_model(out, built):
+def check_model(out: Path, built: Qwen3VLMoeForConditionalGeneration) -> dict[str, Any]:
     """Load the directory back the way a user's tools would and compare with the model in memory.
 
     The random weights decide nothing the tests rely on (they ask for exact token counts with ``ignore_eos``),
@@ -315,14 +327,15 @@ def check_model(out, built):
     from PIL import Image
     from transformers import AutoProcessor, Qwen3VLMoeForConditionalGeneration
 
-    processor = AutoProcessor.from_pretrained(out)
+    # transformers leaves AutoProcessor.from_pretrained() and PreTrainedModel.eval() unannotated.
+    processor = AutoProcessor.from_pretrained(out)  # type: ignore[no-untyped-call]
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is in the picture?"}]}]
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
     inputs = processor(text=[prompt], images=[Image.new("RGB", (96, 64), (200, 30, 30))], return_tensors="pt")
     image_tokens = int((inputs["input_ids"] == processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")).sum())
     if image_tokens != 6:
         raise CheckFailed(f"tiny Qwen: a 96x64 image became {image_tokens} image tokens, expected 6")
-    loaded = Qwen3VLMoeForConditionalGeneration.from_pretrained(out, dtype=torch.float32).eval()
+    loaded = Qwen3VLMoeForConditionalGeneration.from_pretrained(out, dtype=torch.float32).eval()  # type: ignore[no-untyped-call]
     with torch.no_grad():
         expected, actual = built(**inputs).logits, loaded(**inputs).logits
     difference = float((expected - actual).abs().max())
@@ -331,7 +344,7 @@ def check_model(out, built):
     return {"image_tokens_96x64": image_tokens, "max_logit_difference": difference}
 
 
-def build_processor_configs(out):
+def build_processor_configs(out: Path) -> None:
     """Qwen3-VL image/video processor settings (see the module docstring for token counts)."""
     common = {
         "patch_size": PATCH_SIZE,
@@ -369,7 +382,7 @@ def build_processor_configs(out):
     )
 
 
-def main():
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path, help="output model directory")
     args = parser.parse_args()

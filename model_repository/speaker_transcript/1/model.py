@@ -34,7 +34,8 @@ def _inputs(request: Any, names: tuple[str, ...]) -> list[Any]:
 
 
 def _output(response: Any, name: str) -> np.ndarray:
-    return pb_utils.get_output_tensor_by_name(response, name).as_numpy()
+    array: np.ndarray = pb_utils.get_output_tensor_by_name(response, name).as_numpy()
+    return array
 
 
 def _texts(response: Any, name: str) -> list[str]:

@@ -41,10 +41,16 @@ import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+
+if TYPE_CHECKING:
+    from vllm.outputs import RequestOutput
+    from vllm.sampling_params import SamplingParams
+    from vllm.v1.engine.async_llm import AsyncLLM
+    from vllm_standin_metrics import stat_logger_factory
 
 _ENGINE_ARGS_FILE = "model.json"
 
@@ -56,15 +62,16 @@ _BOOL_SWITCHES = (
     "return_num_output_tokens",
 )
 
-_INPUTS = [
+_INPUTS: list[dict[str, Any]] = [
     {"name": "text_input", "data_type": "TYPE_STRING", "dims": [1]},
     {"name": "image", "data_type": "TYPE_STRING", "dims": [-1], "optional": True},
     {"name": "stream", "data_type": "TYPE_BOOL", "dims": [1], "optional": True},
     {"name": "sampling_parameters", "data_type": "TYPE_STRING", "dims": [1], "optional": True},
     {"name": "exclude_input_in_output", "data_type": "TYPE_BOOL", "dims": [1], "optional": True},
-] + [{"name": name, "data_type": "TYPE_BOOL", "dims": [1], "optional": True} for name in _BOOL_SWITCHES]
+    *({"name": name, "data_type": "TYPE_BOOL", "dims": [1], "optional": True} for name in _BOOL_SWITCHES),
+]
 
-_OUTPUTS = [
+_OUTPUTS: list[dict[str, Any]] = [
     {"name": "text_output", "data_type": "TYPE_STRING", "dims": [-1]},
     {"name": "finish_reason", "data_type": "TYPE_STRING", "dims": [-1]},
     {"name": "cumulative_logprob", "data_type": "TYPE_FP32", "dims": [-1]},
@@ -107,21 +114,21 @@ class Delivery:
     closed: threading.Event = field(default_factory=threading.Event)
 
 
-def _input(request, name):
+def _input(request: Any, name: str) -> np.ndarray | None:
     tensor = pb_utils.get_input_tensor_by_name(request, name)
     return None if tensor is None else tensor.as_numpy()
 
 
-def _scalar_bool(request, name, default):
+def _scalar_bool(request: Any, name: str, default: bool) -> bool:
     value = _input(request, name)
     return default if value is None or value.size == 0 else bool(value.reshape(-1)[0])
 
 
-def _text(value) -> str:
+def _text(value: object) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-def parse_request(request) -> ParsedRequest:
+def parse_request(request: Any) -> ParsedRequest:
     from PIL import Image
 
     text = _input(request, "text_input")
@@ -158,7 +165,7 @@ def parse_request(request) -> ParsedRequest:
     return ParsedRequest(prompt, prompt_text, stream, prepend_input, sampling, switches)
 
 
-def build_sampling_params(raw: dict[str, Any]):
+def build_sampling_params(raw: dict[str, Any]) -> SamplingParams:
     from vllm.sampling_params import SamplingParams, StructuredOutputsParams
 
     params = dict(raw)
@@ -175,7 +182,7 @@ def build_sampling_params(raw: dict[str, Any]):
         raise RequestError(f"Invalid sampling_parameters: {exc}") from exc
 
 
-def build_response(parsed: ParsedRequest, output, states: list[ChoiceState], first: bool):
+def build_response(parsed: ParsedRequest, output: RequestOutput, states: list[ChoiceState], first: bool) -> Any:
     """One response for the current engine output; every tensor has one element per choice."""
     for completion in output.outputs:
         states[completion.index].latest = completion
@@ -225,14 +232,14 @@ def build_response(parsed: ParsedRequest, output, states: list[ChoiceState], fir
     return pb_utils.InferenceResponse(output_tensors=tensors)
 
 
-def error_response(message: str, code=None):
+def error_response(message: str, code: Any = None) -> Any:
     error = pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
     return pb_utils.InferenceResponse(error=error)
 
 
 class TritonPythonModel:
     @classmethod
-    def auto_complete_config(cls, auto_complete_model_config):
+    def auto_complete_config(cls, auto_complete_model_config: Any) -> Any:
         config = auto_complete_model_config.as_dict()
         present_inputs = {item["name"] for item in config["input"]}
         present_outputs = {item["name"] for item in config["output"]}
@@ -246,16 +253,16 @@ class TritonPythonModel:
         auto_complete_model_config.set_max_batch_size(0)
         return auto_complete_model_config
 
-    def initialize(self, args):
+    def initialize(self, args: dict[str, Any]) -> None:
         from vllm.engine.arg_utils import AsyncEngineArgs
 
         self.args = args
-        self.model_config = json.loads(args["model_config"])
+        self.model_config: dict[str, Any] = json.loads(args["model_config"])
         if not pb_utils.using_decoupled_model_transaction_policy(self.model_config):
             raise pb_utils.TritonModelException("the vLLM backend needs model_transaction_policy { decoupled: true }")
-        parameters = self.model_config.get("parameters", {})
+        parameters: dict[str, dict[str, str]] = self.model_config.get("parameters", {})
 
-        def flag(name):
+        def flag(name: str) -> bool:
             return parameters.get(name, {}).get("string_value", "").lower() == "true"
 
         path = os.path.join(pb_utils.get_model_dir(), _ENGINE_ARGS_FILE)
@@ -264,13 +271,13 @@ class TritonPythonModel:
                 f"'{_ENGINE_ARGS_FILE}' with the vLLM engine arguments is missing in {pb_utils.get_model_dir()}"
             )
         with open(path, encoding="utf-8") as handle:
-            engine_config = json.load(handle)
+            engine_config: dict[str, Any] = json.load(handle)
         self._place_on_device(engine_config)
         self.engine_args = AsyncEngineArgs(**engine_config)
         self.health_check = flag("ENABLE_VLLM_HEALTH_CHECK")
         self.healthy = True
 
-        stat_loggers = []
+        stat_loggers: list[stat_logger_factory] = []
         if flag("REPORT_CUSTOM_METRICS") and not self.engine_args.disable_log_stats:
             from vllm_standin_metrics import stat_logger_factory
 
@@ -280,13 +287,13 @@ class TritonPythonModel:
         self.loop = asyncio.new_event_loop()
         self.loop_thread = threading.Thread(target=self.loop.run_forever, name="vllm-standin-loop", daemon=True)
         self.loop_thread.start()
-        self.engine = asyncio.run_coroutine_threadsafe(self._start_engine(), self.loop).result()
+        self.engine: AsyncLLM = asyncio.run_coroutine_threadsafe(self._start_engine(), self.loop).result()
         self.in_flight = 0
-        self.outbox: queue.Queue = queue.Queue()
+        self.outbox: queue.Queue[tuple[Delivery, Any, int] | None] = queue.Queue()
         self.sender_thread = threading.Thread(target=self._send_loop, name="vllm-standin-sender", daemon=True)
         self.sender_thread.start()
 
-    def _place_on_device(self, engine_config):
+    def _place_on_device(self, engine_config: dict[str, Any]) -> None:
         kind = self.args["model_instance_kind"]
         device_id = int(self.args["model_instance_device_id"])
         parallel = int(engine_config.get("tensor_parallel_size", 1)) * int(engine_config.get("pipeline_parallel_size", 1))
@@ -295,12 +302,12 @@ class TritonPythonModel:
         if kind == "GPU" and device_id >= 0:
             os.environ["CUDA_VISIBLE_DEVICES"] = str(device_id)
 
-    async def _start_engine(self):
+    async def _start_engine(self) -> AsyncLLM:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         return AsyncLLM.from_engine_args(self.engine_args, stat_loggers=self.stat_loggers or None)
 
-    def _send_loop(self):
+    def _send_loop(self) -> None:
         while True:
             item = self.outbox.get()
             if item is None:
@@ -316,7 +323,7 @@ class TritonPythonModel:
             if flags:
                 delivery.closed.set()
 
-    def execute(self, requests):
+    def execute(self, requests: list[Any]) -> None:
         if self.health_check and not self._check_health():
             for request in requests:
                 request.get_response_sender().send(
@@ -328,7 +335,7 @@ class TritonPythonModel:
             asyncio.run_coroutine_threadsafe(self._serve(request), self.loop)
         return None
 
-    def _check_health(self):
+    def _check_health(self) -> bool:
         if self.healthy:
             try:
                 asyncio.run_coroutine_threadsafe(self.engine.check_health(), self.loop).result()
@@ -338,7 +345,7 @@ class TritonPythonModel:
                 pb_utils.unload_model(self.model_config["name"])
         return self.healthy
 
-    async def _serve(self, request):
+    async def _serve(self, request: Any) -> None:
         self.in_flight += 1  # only ever changed on the engine's event loop
         final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
         delivery = Delivery(request.get_response_sender())
@@ -348,7 +355,7 @@ class TritonPythonModel:
             sampling = build_sampling_params(parsed.sampling)
             states = [ChoiceState() for _ in range(sampling.n)]
             first = True
-            output = None
+            output: RequestOutput | None = None
             checked_at = time.monotonic()
             async for output in self.engine.generate(parsed.prompt, sampling, request_id):
                 # The sender thread notices cancellation as it sends, but it can lag behind a fast
@@ -369,6 +376,8 @@ class TritonPythonModel:
                     for completion in output.outputs:
                         states[completion.index].latest = completion
             if not parsed.stream:
+                if output is None:
+                    raise RuntimeError("the engine returned no output")
                 output.outputs = [state.latest for state in states]
                 self.outbox.put((delivery, build_response(parsed, output, [ChoiceState() for _ in states], True), final))
         except RequestError as exc:
@@ -379,7 +388,7 @@ class TritonPythonModel:
         finally:
             self.in_flight -= 1
 
-    def finalize(self):
+    def finalize(self) -> None:
         deadline = 30.0
         while self.in_flight > 0 and deadline > 0:
             threading.Event().wait(0.5)

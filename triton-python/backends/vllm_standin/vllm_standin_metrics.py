@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from typing import Any
 
 import triton_python_backend_utils as pb_utils
 from vllm.v1.metrics.loggers import StatLoggerBase
@@ -19,9 +20,13 @@ _LATENCY_BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 
 _TOKEN_LATENCY_BUCKETS = [0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5]
 _REQUEST_LATENCY_BUCKETS = [0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0]
 
+# One queued update: (a pb_utils Metric, the method to call on it, its argument); None stops the thread.
+_Update = tuple[Any, str, float]
+
 
 def _one_two_five(limit: int) -> list[float]:
-    buckets, scale = [], 1
+    buckets: list[float] = []
+    scale = 1
     while True:
         for step in (1, 2, 5):
             value = step * scale
@@ -32,13 +37,13 @@ def _one_two_five(limit: int) -> list[float]:
 
 
 class _Metrics:
-    def __init__(self, labels: dict[str, str], max_model_len: int):
+    def __init__(self, labels: dict[str, str], max_model_len: int) -> None:
         counter, gauge, histogram = pb_utils.MetricFamily.COUNTER, pb_utils.MetricFamily.GAUGE, pb_utils.MetricFamily.HISTOGRAM
         self.labels = labels
         # A MetricFamily must outlive its Metrics, so every family is kept here.
-        self.families: list = []
+        self.families: list[Any] = []
 
-        def _family(name, description, kind):
+        def _family(name: str, description: str, kind: Any) -> Any:
             family = pb_utils.MetricFamily(name=name, description=description, kind=kind)
             self.families.append(family)
             return family
@@ -48,7 +53,7 @@ class _Metrics:
             labels=labels
         )
         self.success_family = _family("vllm:request_success_total", "Finished requests by finish reason.", counter)
-        self.success: dict[str, object] = {}
+        self.success: dict[str, Any] = {}
         self.running = _family("vllm:num_requests_running", "Requests running in the engine.", gauge).Metric(labels=labels)
         self.waiting = _family("vllm:num_requests_waiting", "Requests waiting in the engine.", gauge).Metric(labels=labels)
         self.kv_usage = _family("vllm:kv_cache_usage_perc", "KV-cache usage (1 = full).", gauge).Metric(labels=labels)
@@ -84,20 +89,20 @@ class _Metrics:
             delattr(self, name)
         vars(self).clear()  # the families last
 
-    def success_for(self, reason: str):
+    def success_for(self, reason: str) -> Any:
         if reason not in self.success:
             self.success[reason] = self.success_family.Metric(labels={**self.labels, "finished_reason": reason})
         return self.success[reason]
 
 
-class StandinStatLogger(StatLoggerBase):
-    def __init__(self, vllm_config, engine_index: int = 0, *, labels: dict[str, str]):
+class StandinStatLogger(StatLoggerBase):  # type: ignore[misc]  # vLLM is not installed where mypy runs: an Any base
+    def __init__(self, vllm_config: Any, engine_index: int = 0, *, labels: dict[str, str]) -> None:
         self.metrics = _Metrics(labels, vllm_config.model_config.max_model_len)
-        self.updates: queue.Queue = queue.Queue()
+        self.updates: queue.Queue[_Update | None] = queue.Queue()
         self.thread = threading.Thread(target=self._apply, name="vllm-standin-metrics", daemon=True)
         self.thread.start()
 
-    def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx: int = 0):
+    def record(self, scheduler_stats: Any, iteration_stats: Any, mm_cache_stats: Any = None, engine_idx: int = 0) -> None:
         m, put = self.metrics, self.updates.put_nowait
         if scheduler_stats is not None:
             put((m.running, "set", scheduler_stats.num_running_reqs))
@@ -121,30 +126,30 @@ class StandinStatLogger(StatLoggerBase):
             put((m.request_generation, "observe", finished.num_generation_tokens))
             put((m.success_for(str(finished.finish_reason)), "increment", 1))
 
-    def log_engine_initialized(self):
+    def log_engine_initialized(self) -> None:
         pass
 
-    def _apply(self):
+    def _apply(self) -> None:
         while (item := self.updates.get()) is not None:
             metric, action, value = item
             getattr(metric, action)(value)
 
-    def finalize(self):
+    def finalize(self) -> None:
         self.updates.put(None)
         self.thread.join(timeout=10)
         self.metrics.close()
 
 
 class stat_logger_factory:  # noqa: N801 - vLLM calls it like a class: factory(vllm_config, engine_index)
-    def __init__(self, labels: dict[str, str]):
+    def __init__(self, labels: dict[str, str]) -> None:
         self.labels = labels
         self.loggers: list[StandinStatLogger] = []
 
-    def __call__(self, vllm_config, engine_index: int = 0):
+    def __call__(self, vllm_config: Any, engine_index: int = 0) -> StandinStatLogger:
         logger = StandinStatLogger(vllm_config, engine_index, labels=self.labels)
         self.loggers.append(logger)
         return logger
 
-    def finalize(self):
+    def finalize(self) -> None:
         for logger in self.loggers:
             logger.finalize()
