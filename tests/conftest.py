@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import openai
@@ -22,6 +23,9 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from passerelle_stack.launcher import Stack, StackConfig
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 API_KEYS = ("test-key-alpha", "test-key-beta")
@@ -183,7 +187,7 @@ def tiny_model_dir(stack: Stack) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tokenizer(tiny_model_dir: Path):
+def tokenizer(tiny_model_dir: Path) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(tiny_model_dir), local_files_only=True)

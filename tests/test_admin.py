@@ -6,10 +6,11 @@ import concurrent.futures
 import os
 import stat
 import time
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import numpy as np
+import openai
 import pytest
 import tritonclient.grpc as grpcclient
 
@@ -20,7 +21,7 @@ from passerelle_stack.launcher import Stack
 def wait_for_state(admin: httpx.Client, model: str, wanted: str, timeout: float = 60) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        status = admin.get("/status").json()
+        status: dict[str, Any] = admin.get("/status").json()
         if status["models"][model]["state"] == wanted:
             return status
         time.sleep(0.5)
@@ -30,7 +31,7 @@ def wait_for_state(admin: httpx.Client, model: str, wanted: str, timeout: float 
 def echo(triton: grpcclient.InferenceServerClient, model: str, text: str = "ping") -> str:
     tensor = grpcclient.InferInput("TEXT", [1], "BYTES")
     tensor.set_data_from_numpy(np.array([text.encode()], dtype=np.object_))
-    return triton.infer(model, [tensor]).as_numpy("TEXT")[0].decode()
+    return cast(str, triton.infer(model, [tensor]).as_numpy("TEXT")[0].decode())
 
 
 def test_admin_needs_the_admin_key(adapter_url: str) -> None:
@@ -42,7 +43,7 @@ def test_admin_needs_the_admin_key(adapter_url: str) -> None:
         assert anonymous.post("/api/admin/models/qwen/unload").status_code == 401
 
 
-def test_status_reports_triton_models_host_and_dependencies(admin: httpx.Client, client, stack: Stack) -> None:
+def test_status_reports_triton_models_host_and_dependencies(admin: httpx.Client, client: openai.OpenAI, stack: Stack) -> None:
     client.chat.completions.create(model="qwen", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
     time.sleep(1.5)  # one monitor interval
     status = admin.get("/status").json()
@@ -99,7 +100,7 @@ def test_concurrent_loads_are_deduplicated(admin: httpx.Client, adapter_url: str
     assert loads_so_far() == before + 1
 
 
-def test_a_broken_model_reports_its_reason_and_harms_nothing(admin: httpx.Client, client) -> None:
+def test_a_broken_model_reports_its_reason_and_harms_nothing(admin: httpx.Client, client: openai.OpenAI) -> None:
     response = admin.post("/models/broken/load")
     assert response.status_code == 503 and response.json()["error"]["code"] == "model_load_failed"
     assert "broken on purpose" in response.json()["error"]["message"]
@@ -167,7 +168,7 @@ def test_huggingface_token_is_stored_0600_and_never_shown(admin: httpx.Client, s
     assert secret not in logs
 
 
-def test_admin_metrics_time_series(admin: httpx.Client, client) -> None:
+def test_admin_metrics_time_series(admin: httpx.Client, client: openai.OpenAI) -> None:
     for _ in range(3):
         client.chat.completions.create(model="qwen", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
     time.sleep(2.5)
@@ -176,7 +177,7 @@ def test_admin_metrics_time_series(admin: httpx.Client, client) -> None:
     assert any((point["models"].get("qwen") or {}).get("requests_per_s", 0) > 0 for point in series["points"])
 
 
-def test_adapter_prometheus_metrics(adapter_url: str, client) -> None:
+def test_adapter_prometheus_metrics(adapter_url: str, client: openai.OpenAI) -> None:
     client.chat.completions.create(
         model="qwen", messages=[{"role": "user", "content": "hi"}], max_tokens=3, extra_body={"ignore_eos": True}
     )

@@ -54,7 +54,7 @@ async def test_a_streamed_chat_request_touches_five_modules_outside_core(stack: 
                 response = await client.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {API_KEYS[0]}"})
             finally:
                 sys.setprofile(None)
-                threading.setprofile(None)  # type: ignore[arg-type]
+                threading.setprofile(None)
     assert response.status_code == 200 and response.text.rstrip().endswith("data: [DONE]")
     outside_core = {module for module in touched if not module.startswith("core/")}
     print("modules run by one streamed chat request:", ", ".join(sorted(touched)))

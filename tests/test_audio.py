@@ -7,8 +7,9 @@ import itertools
 import json
 import re
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import numpy as np
@@ -40,7 +41,7 @@ def speech(tmp_path_factory: pytest.TempPathFactory) -> SpeechSet:
 
 
 @pytest.fixture(scope="session")
-def vad_regions(stack: Stack) -> Iterator[dict[Path, list[tuple[float, float]]]]:
+def vad_regions(stack: Stack) -> Iterator[Callable[[Path], list[tuple[float, float]]]]:
     cache: dict[Path, list[tuple[float, float]]] = {}
 
     def regions(path: Path) -> list[tuple[float, float]]:
@@ -51,7 +52,7 @@ def vad_regions(stack: Stack) -> Iterator[dict[Path, list[tuple[float, float]]]]
             cache[path] = [(start, end) for start, end in json.loads(out.strip().splitlines()[-1])]
         return cache[path]
 
-    yield regions  # type: ignore[misc]
+    yield regions
 
 
 def pcm16k(path: Path) -> np.ndarray:
@@ -132,7 +133,7 @@ def test_verbose_json_defaults_to_segments_only(client: openai.OpenAI, speech: S
 
 
 @pytest.mark.parametrize("fmt", ["srt", "vtt"])
-def test_subtitles(client: openai.OpenAI, speech: SpeechSet, fmt: str) -> None:
+def test_subtitles(client: openai.OpenAI, speech: SpeechSet, fmt: Literal["srt", "vtt"]) -> None:
     with speech.dialogue.open("rb") as audio:
         text = client.audio.transcriptions.create(model="canary", file=audio, response_format=fmt)
     separator = "," if fmt == "srt" else r"\."
@@ -489,8 +490,11 @@ def test_native_speaker_transcript_matches_the_adapter(
 
 
 def test_long_audio_is_chunked_at_silences_without_truncation(
-    triton: grpcclient.InferenceServerClient, speech: SpeechSet, vad_regions, http: httpx.Client
-) -> None:  # type: ignore[no-untyped-def]
+    triton: grpcclient.InferenceServerClient,
+    speech: SpeechSet,
+    vad_regions: Callable[[Path], list[tuple[float, float]]],
+    http: httpx.Client,
+) -> None:
     http.post("/api/audio/transcribe", files=upload(speech.silence))  # makes sure canary is loaded
     pcm = pcm16k(speech.long)
     duration = len(pcm) / 16000

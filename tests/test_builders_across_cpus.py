@@ -91,7 +91,7 @@ def _run_variant(artifact: Artifact, variant: str, python: Path, env: dict[str, 
     try:
         run_builder(artifact, out, python, {**env, **VARIANTS[variant]}, log_path)
     except SetupFailed as failure:
-        report = json.loads((out / REPORT).read_text()) if (out / REPORT).is_file() else {}
+        report: dict[str, Any] = json.loads((out / REPORT).read_text()) if (out / REPORT).is_file() else {}
         return {**report, "passed": False, "failure": failure.line()}
     report = json.loads((out / REPORT).read_text())
     report["wall_seconds"] = round(time.monotonic() - started, 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,7 +52,7 @@ def text(value: str) -> dict[str, str]:
     ],
     ids=["one-turn", "system", "multi-turn", "two-images", "image-first"],
 )
-def test_rendered_prompts(renderer: PromptRenderer, messages: list[dict], expected: str) -> None:
+def test_rendered_prompts(renderer: PromptRenderer, messages: list[dict[str, Any]], expected: str) -> None:
     assert renderer.render_chat(messages) == expected
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -160,7 +161,7 @@ def test_body_too_large(http: httpx.Client) -> None:
 
 
 def test_body_too_large_without_content_length(http: httpx.Client) -> None:
-    def chunks():
+    def chunks() -> Iterator[bytes]:
         yield b'{"model": "qwen", "messages": [{"role": "user", "content": "'
         for _ in range(5):
             yield b"y" * (1024 * 1024)

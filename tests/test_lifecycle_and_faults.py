@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import cast
 
 import httpx
 import pytest
 import tritonclient.grpc as grpcclient
 
-from conftest import API_KEYS, SPARE_MODEL, assert_cancels, free_port
+from conftest import API_KEYS, SPARE_MODEL, ImageServer, assert_cancels, free_port
 from passerelle_stack.launcher import Stack
 
 HELLO = [{"role": "user", "content": "Hello"}]
@@ -19,7 +20,7 @@ LONG_ANSWER = 4000
 
 
 def _state(http: httpx.Client, model: str) -> str:
-    return next(card["state"] for card in http.get("/v1/models").json()["data"] if card["id"] == model)
+    return cast(str, next(card["state"] for card in http.get("/v1/models").json()["data"] if card["id"] == model))
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +65,7 @@ def test_lazy_load_on_first_request(http: httpx.Client, triton: grpcclient.Infer
     # this test runs last (see conftest) and nothing after it reads those metrics.
 
 
-def test_private_addresses_need_an_allowlisted_network(strict_adapter: str, image_server) -> None:
+def test_private_addresses_need_an_allowlisted_network(strict_adapter: str, image_server: ImageServer) -> None:
     body = {
         "model": "qwen",
         "max_tokens": 1,

@@ -7,15 +7,37 @@ usage arithmetic, token counts, finish reasons, and what reached the engine.
 from __future__ import annotations
 
 import base64
+from typing import TYPE_CHECKING, NotRequired, TypedDict, cast
 
 import openai
 import pytest
+from openai.types.chat import (
+    ChatCompletionContentPartImageParam,
+    ChatCompletionContentPartParam,
+    ChatCompletionContentPartTextParam,
+    ChatCompletionMessageParam,
+    ChatCompletionTokenLogprob,
+)
+from openai.types.chat.chat_completion import ChoiceLogprobs
 
 from conftest import ImageServer, png_bytes, visible_text
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 ROOT = "passerelle/tiny-qwen3-vl-moe"
-HELLO = [{"role": "user", "content": "Hello there"}]
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello there"}]
 LONG = {"ignore_eos": True}  # random weights may emit EOS at any step; this makes token counts exact
+
+
+class SeededRequest(TypedDict):
+    model: str
+    messages: list[ChatCompletionMessageParam]
+    max_tokens: int
+    temperature: float
+    seed: int
+    extra_body: dict[str, bool]
+    stop: NotRequired[list[str]]
 
 
 def data_url(width: int, height: int) -> str:
@@ -31,7 +53,7 @@ def ascii_window(text: str, size: int = 3) -> str:
     raise AssertionError(f"no ASCII window in {text!r}")
 
 
-def test_chat_completion_shape_and_usage(client: openai.OpenAI, tokenizer) -> None:
+def test_chat_completion_shape_and_usage(client: openai.OpenAI, tokenizer: PreTrainedTokenizerBase) -> None:
     response = client.chat.completions.create(model="qwen", messages=HELLO, max_tokens=8, extra_body=LONG)
     assert response.id.startswith("chatcmpl-")
     assert response.object == "chat.completion"
@@ -84,7 +106,7 @@ def test_n_choices(client: openai.OpenAI) -> None:
 
 
 def test_seed_and_stop_sequences(client: openai.OpenAI) -> None:
-    kwargs = {"model": "qwen", "messages": HELLO, "max_tokens": 24, "temperature": 1.0, "seed": 1234, "extra_body": LONG}
+    kwargs: SeededRequest = {"model": "qwen", "messages": HELLO, "max_tokens": 24, "temperature": 1.0, "seed": 1234, "extra_body": LONG}
     first = client.chat.completions.create(**kwargs).choices[0].message.content
     second = client.chat.completions.create(**kwargs).choices[0].message.content
     assert first == second and first
@@ -101,10 +123,10 @@ def test_max_completion_tokens_and_length(client: openai.OpenAI) -> None:
     assert response.usage is not None and response.usage.completion_tokens == 5
 
 
-def test_default_max_tokens_is_what_the_context_allows(client: openai.OpenAI, tokenizer) -> None:
+def test_default_max_tokens_is_what_the_context_allows(client: openai.OpenAI, tokenizer: PreTrainedTokenizerBase) -> None:
     """Without max_tokens the answer runs to the context limit (4096 here), not vLLM's silent 16."""
     filler = " ".join(["story"] * 1990)
-    messages = [{"role": "user", "content": filler}]
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": filler}]
     rendered = f"<|im_start|>user\n{filler}<|im_end|>\n<|im_start|>assistant\n"
     prompt_tokens = len(tokenizer.encode(rendered, add_special_tokens=False))
     assert 3900 < prompt_tokens < 4096 - 32
@@ -116,7 +138,8 @@ def test_default_max_tokens_is_what_the_context_allows(client: openai.OpenAI, to
 
 def test_logprobs_in_openai_format(client: openai.OpenAI) -> None:
     response = client.chat.completions.create(model="qwen", messages=HELLO, max_tokens=4, logprobs=True, top_logprobs=3, extra_body=LONG)
-    content = response.choices[0].logprobs.content
+    # The adapter always fills logprobs.content when asked; the SDK types both as optional.
+    content = cast("list[ChatCompletionTokenLogprob]", cast(ChoiceLogprobs, response.choices[0].logprobs).content)
     assert len(content) == 4
     assert all(visible_text(entry.token) in (response.choices[0].message.content or "") for entry in content)
     for entry in content:
@@ -130,7 +153,7 @@ def test_logprobs_in_openai_format(client: openai.OpenAI) -> None:
     assert without.choices[0].logprobs is None
 
 
-def _prompt_tokens(client: openai.OpenAI, parts: list[dict]) -> int:
+def _prompt_tokens(client: openai.OpenAI, parts: list[ChatCompletionContentPartParam]) -> int:
     response = client.chat.completions.create(model="qwen", messages=[{"role": "user", "content": parts}], max_tokens=1)
     assert response.usage is not None
     return response.usage.prompt_tokens
@@ -139,17 +162,17 @@ def _prompt_tokens(client: openai.OpenAI, parts: list[dict]) -> int:
 @pytest.mark.parametrize(("width", "height", "tokens"), [(96, 64, 6), (128, 128, 16), (64, 32, 2)])
 def test_image_reaches_the_model(client: openai.OpenAI, width: int, height: int, tokens: int) -> None:
     """An image adds <|vision_start|>, (W/32)*(H/32) image tokens and <|vision_end|> to the prompt."""
-    question = {"type": "text", "text": "What is in the picture?"}
+    question: ChatCompletionContentPartTextParam = {"type": "text", "text": "What is in the picture?"}
     without = _prompt_tokens(client, [question])
-    image = {"type": "image_url", "image_url": {"url": data_url(width, height), "detail": "low"}}
+    image: ChatCompletionContentPartImageParam = {"type": "image_url", "image_url": {"url": data_url(width, height), "detail": "low"}}
     assert _prompt_tokens(client, [question, image]) - without == tokens + 2
 
 
 def test_image_from_an_allowlisted_url(client: openai.OpenAI, image_server: ImageServer) -> None:
-    question = {"type": "text", "text": "Describe"}
+    question: ChatCompletionContentPartTextParam = {"type": "text", "text": "Describe"}
     without = _prompt_tokens(client, [question])
     for path in ("/image.png", "/redirect-local"):
-        image = {"type": "image_url", "image_url": {"url": image_server.url + path}}
+        image: ChatCompletionContentPartImageParam = {"type": "image_url", "image_url": {"url": image_server.url + path}}
         assert _prompt_tokens(client, [question, image]) - without == 4 + 2  # 64x64
     assert "/image.png" in image_server.hits
 

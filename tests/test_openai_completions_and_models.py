@@ -2,16 +2,36 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, cast
+
 import openai
 import pytest
 
 from conftest import visible_text
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 ROOT = "passerelle/tiny-qwen3-vl-moe"
 LONG = {"ignore_eos": True}
 
 
-def test_completion(client: openai.OpenAI, tokenizer) -> None:
+class GreedyArgs(TypedDict):
+    max_tokens: int
+    temperature: float
+    extra_body: dict[str, bool]
+
+
+class FilledLogprobs(Protocol):
+    """`Logprobs` as the adapter returns it when asked: every field present (the SDK types each as optional)."""
+
+    text_offset: list[int]
+    token_logprobs: list[float]
+    tokens: list[str]
+    top_logprobs: list[dict[str, float]]
+
+
+def test_completion(client: openai.OpenAI, tokenizer: PreTrainedTokenizerBase) -> None:
     response = client.completions.create(model="qwen", prompt="Once upon a time", max_tokens=7, extra_body=LONG)
     assert response.id.startswith("cmpl-") and response.object == "text_completion" and response.model == ROOT
     (choice,) = response.choices
@@ -36,7 +56,7 @@ def test_completion_stream_with_usage(client: openai.OpenAI) -> None:
 def test_echo_and_several_prompts(client: openai.OpenAI) -> None:
     # Greedy, so the echoed request must be the prompt followed by exactly what the plain request says
     # (random tiny weights may pick tokens that decode to nothing, so the length alone proves little).
-    greedy = {"max_tokens": 2, "temperature": 0, "extra_body": LONG}
+    greedy: GreedyArgs = {"max_tokens": 2, "temperature": 0, "extra_body": LONG}
     plain = client.completions.create(model="qwen", prompt="Echo me", **greedy)
     echoed = client.completions.create(model="qwen", prompt="Echo me", echo=True, **greedy)
     assert echoed.choices[0].text == "Echo me" + plain.choices[0].text
@@ -50,7 +70,7 @@ def test_echo_and_several_prompts(client: openai.OpenAI) -> None:
 
 def test_completion_logprobs(client: openai.OpenAI) -> None:
     response = client.completions.create(model="qwen", prompt="Once", max_tokens=3, logprobs=2, extra_body=LONG)
-    logprobs = response.choices[0].logprobs
+    logprobs = cast("FilledLogprobs | None", response.choices[0].logprobs)
     assert logprobs is not None and len(logprobs.tokens) == 3 == len(logprobs.token_logprobs) == len(logprobs.top_logprobs)
     assert all(visible_text(token) in response.choices[0].text for token in logprobs.tokens)
     assert logprobs.text_offset[0] == 0 and logprobs.text_offset == sorted(logprobs.text_offset)
@@ -71,7 +91,9 @@ def test_model_list(client: openai.OpenAI) -> None:
 def test_unknown_model(client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as caught:
         client.models.retrieve("gpt-4o")
-    assert caught.value.body["code"] == "model_not_found"
+    body = cast("dict[str, Any]", caught.value.body)
+    assert body["code"] == "model_not_found"
     with pytest.raises(openai.NotFoundError) as caught:
         client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
-    assert caught.value.body["param"] == "model" and "gpt-4o" in caught.value.body["message"]
+    body = cast("dict[str, Any]", caught.value.body)
+    assert body["param"] == "model" and "gpt-4o" in body["message"]

@@ -11,13 +11,17 @@ import json
 import queue
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
 from conftest import assert_cancels, metric_value, png_bytes, triton_metrics
+from passerelle_stack.launcher import Stack
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 MODEL = "qwen"
 PROMPT = "<|im_start|>user\nTell me a story<|im_end|>\n<|im_start|>assistant\n"
@@ -57,7 +61,7 @@ def call(
     if images:
         inputs.append(_bytes("image", images))
     inputs += [_bool(name, True) for name in switches]
-    events: queue.Queue = queue.Queue()
+    events: queue.Queue[tuple[Any, Any]] = queue.Queue()
     client = grpcclient.InferenceServerClient(triton_url)
     client.start_stream(callback=lambda result, error: events.put((result, error)))
     try:
@@ -86,7 +90,7 @@ def texts(result: grpcclient.InferResult) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def url(stack) -> str:
+def url(stack: Stack) -> str:
     return stack.triton_grpc
 
 
@@ -159,7 +163,7 @@ def test_streaming_defaults_to_excluding_the_prompt(url: str) -> None:
     assert not "".join(texts(r)[0] for r in responses).startswith("<|im_start|>")
 
 
-def test_n_choices_usage_and_finish_reasons(url: str, tokenizer) -> None:
+def test_n_choices_usage_and_finish_reasons(url: str, tokenizer: PreTrainedTokenizerBase) -> None:
     switches = ("return_finish_reason", "return_num_input_tokens", "return_num_output_tokens", "return_cumulative_logprob")
     sampling = {"max_tokens": 5, "n": 3, "temperature": 1.0, "seed": 7, "ignore_eos": True}
     responses, error = call(url, sampling=sampling, exclude=True, switches=switches)
@@ -242,7 +246,7 @@ def test_invalid_requests_get_an_error_response(url: str, kwargs: dict[str, Any]
     assert error is not None and fragment in error
 
 
-def test_cancelling_the_stream_aborts_the_engine(url: str, stack) -> None:
+def test_cancelling_the_stream_aborts_the_engine(url: str, stack: Stack) -> None:
     def attempt() -> None:
         responses, error = call(url, sampling={"max_tokens": 4000, "ignore_eos": True}, stream=True, cancel_after=3)
         assert error is None and len(responses) == 3
@@ -250,7 +254,7 @@ def test_cancelling_the_stream_aborts_the_engine(url: str, stack) -> None:
     assert_cancels(stack, attempt)
 
 
-def test_custom_vllm_metrics_are_exported(stack) -> None:
+def test_custom_vllm_metrics_are_exported(stack: Stack) -> None:
     text = triton_metrics(stack)
     for name in (
         "vllm:prompt_tokens_total",

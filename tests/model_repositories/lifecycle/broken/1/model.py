@@ -1,9 +1,11 @@
 """Test-only: fails to initialize, on purpose."""
 
+from typing import Any
+
 
 class TritonPythonModel:
-    def initialize(self, args):
+    def initialize(self, args: dict[str, str]) -> None:
         raise RuntimeError("broken on purpose (test fixture)")
 
-    def execute(self, requests):
+    def execute(self, requests: list[Any]) -> list[Any]:
         return []
