@@ -35,6 +35,7 @@ from passerelle.core.errors import install_error_handlers
 from passerelle.core.middleware import BodyLimitMiddleware, RequestIdFilter, RequestIdMiddleware
 from passerelle.core.observability import Metrics, MetricsMiddleware, watch_event_loop
 from passerelle.core.security import AdminCheck, APIKeyCheck
+from passerelle.core.workers import PreparePool
 from passerelle.health import router as health
 from passerelle.models import router as models
 from passerelle.models.serving import ModelsServing
@@ -70,8 +71,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     downloads = DownloadManager(settings.model_cache_dir, tokens.get, offline=settings.hf_hub_offline)
     monitor = Monitor(settings, triton, catalog, control, downloads)
     engine = LLMEngine(triton, control, metrics)
-    app.state.chat = ChatServing(catalog, engine, ImageLoader(settings))
-    app.state.completions = CompletionServing(catalog, engine)
+    pool = PreparePool(settings.prepare_workers)
+    app.state.chat = ChatServing(catalog, engine, ImageLoader(settings), pool)
+    app.state.completions = CompletionServing(catalog, engine, pool)
     app.state.models = ModelsServing(catalog, triton)
     app.state.audio = AudioServing(
         catalog, AudioDecoder(settings), SpeechService(triton, control, metrics), settings.default_audio_language
@@ -109,6 +111,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await downloads.close()
         await monitor.close()
         await triton.close()
+        pool.close()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

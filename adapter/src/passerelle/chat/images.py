@@ -36,15 +36,20 @@ class ImageLoader:
         self.settings = settings
         self.networks = [ipaddress.ip_network(net, strict=False) for net in settings.image_url_allowed_private_networks]
 
-    async def load(self, url: str, param: str) -> str:
-        """Return the image as base64 (no data: prefix), as the backend's `image` tensor wants it."""
+    async def fetch(self, url: str, param: str) -> str | bytes:
+        """The image's source, on the event loop: a data: URL as it is (decoded later, off the loop),
+        or the bytes of an http(s) URL, fetched behind the allowlist and the address checks."""
         if url.startswith("data:"):
-            data = self._decode_data_url(url, param)
-        elif url.lower().startswith(("http://", "https://")):
-            data = await self._fetch(url, param)
-        else:
-            raise InvalidRequest("image_url.url must be a data: URL or an http(s) URL", param=param, code="invalid_image_url")
-        await asyncio.to_thread(self._check_image, data, param)
+            return url
+        if url.lower().startswith(("http://", "https://")):
+            return await self._fetch(url, param)
+        raise InvalidRequest("image_url.url must be a data: URL or an http(s) URL", param=param, code="invalid_image_url")
+
+    def prepare(self, source: str | bytes, param: str) -> str:
+        """CPU-bound (run it off the loop): decode and check the image; return it as base64 (no data:
+        prefix), as the backend's `image` tensor wants it."""
+        data = self._decode_data_url(source, param) if isinstance(source, str) else source
+        self._check_image(data, param)
         return base64.b64encode(data).decode("ascii")
 
     def _decode_data_url(self, url: str, param: str) -> bytes:

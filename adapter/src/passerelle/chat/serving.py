@@ -35,6 +35,7 @@ from passerelle.core.catalog import Catalog, PromptRenderer, ServedModel
 from passerelle.core.errors import InvalidRequest, TritonFailure
 from passerelle.core.observability import Metrics
 from passerelle.core.streaming import ToError, primed, sse_response, until_disconnect
+from passerelle.core.workers import PreparePool
 from passerelle.triton.client import Delta, Generation, TokenChoice, TritonClient
 from passerelle.triton.lifecycle import ModelControl
 
@@ -65,11 +66,23 @@ def check_supported(request: ChatCompletionRequest) -> None:
         raise InvalidRequest("'top_logprobs' requires 'logprobs' to be true", param="top_logprobs", code="invalid_value")
 
 
+ImageSources = list[tuple[str | bytes, str]]  # (a data: URL or fetched bytes, its param)
+
+
 async def _template_messages(
     request: ChatCompletionRequest, model: ServedModel, images: ImageLoader
-) -> tuple[list[dict[str, Any]], list[str]]:
+) -> tuple[list[dict[str, Any]], ImageSources, int]:
+    """The messages as the chat template takes them, the images' sources and the characters of text."""
+    count = sum(
+        isinstance(part, ImagePart) for message in request.messages if isinstance(message.content, list) for part in message.content
+    )
+    if count > model.image_limit:
+        raise InvalidRequest(
+            f"this model accepts at most {model.image_limit} images per request; got {count}", param="messages", code="too_many_images"
+        )
     messages: list[dict[str, Any]] = []
-    loaded: list[str] = []
+    sources: ImageSources = []
+    chars = 0
     for index, message in enumerate(request.messages):
         where = f"messages[{index}]"
         if message.role in ("tool", "function") or message.tool_calls or message.function_call or message.tool_call_id:
@@ -84,15 +97,18 @@ async def _template_messages(
         parts: list[dict[str, Any]] = []
         if isinstance(content, str):
             parts.append({"type": "text", "text": content})
+            chars += len(content)
         else:
             for part_index, part in enumerate(content):
                 param = f"{where}.content[{part_index}]"
                 if isinstance(part, TextPart):
                     parts.append({"type": "text", "text": part.text})
+                    chars += len(part.text)
                 elif isinstance(part, ImagePart):
                     if message.role != "user":
                         raise InvalidRequest(f"{param}: images are only allowed in user messages", param=param, code="invalid_value")
-                    loaded.append(await images.load(part.image_url.url, f"{param}.image_url.url"))
+                    url_param = f"{param}.image_url.url"
+                    sources.append((await images.fetch(part.image_url.url, url_param), url_param))
                     parts.append({"type": "image"})
                 elif part.type == "refusal" and message.role == "assistant":
                     continue
@@ -103,19 +119,41 @@ async def _template_messages(
                         code="unsupported_content",
                     )
         messages.append({"role": _ROLES.get(message.role, message.role), "content": parts})
-    if len(loaded) > model.image_limit:
+    return messages, sources, chars
+
+
+def check_prompt_chars(model: ServedModel, renderer: PromptRenderer, chars: int, param: str) -> None:
+    """Refuse, before any tokenizing, a text too long in characters for the context to hold."""
+    context = model.max_model_len
+    if context is not None and chars > renderer.max_prompt_chars(context):
         raise InvalidRequest(
-            f"this model accepts at most {model.image_limit} images per request; got {len(loaded)}",
-            param="messages",
-            code="too_many_images",
+            f"This model's maximum context length is {context} tokens, and the {param} hold {chars} characters, "
+            f"more than {context} tokens can (at most {renderer.max_token_chars} characters each). Please reduce the {param}.",
+            param=param,
+            code="context_length_exceeded",
         )
-    return messages, loaded
 
 
-async def prepare(request: ChatCompletionRequest, model: ServedModel, renderer: PromptRenderer, images: ImageLoader) -> Generation:
-    """Check the request, load its images, render its prompt and choose its token budget."""
+async def prepare(
+    request: ChatCompletionRequest, model: ServedModel, renderer: PromptRenderer, images: ImageLoader, pool: PreparePool
+) -> Generation:
+    """Check the request and fetch its image URLs on the loop; decode the images, render the prompt and
+    count its tokens in the preparation pool (one job: one thread per request)."""
     check_supported(request)
-    messages, loaded = await _template_messages(request, model, images)
+    messages, sources, chars = await _template_messages(request, model, images)
+    check_prompt_chars(model, renderer, chars, "messages")
+    return await pool.run(_render, request, model, renderer, images, messages, sources)
+
+
+def _render(
+    request: ChatCompletionRequest,
+    model: ServedModel,
+    renderer: PromptRenderer,
+    images: ImageLoader,
+    messages: list[dict[str, Any]],
+    sources: ImageSources,
+) -> Generation:
+    loaded = [images.prepare(source, param) for source, param in sources]
     prompt = renderer.render_chat(messages)
     requested = request.max_completion_tokens if request.max_completion_tokens is not None else request.max_tokens
     field = "max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens"
@@ -226,15 +264,16 @@ class LLMEngine:
 
 
 class ChatServing:
-    def __init__(self, catalog: Catalog, engine: LLMEngine, images: ImageLoader) -> None:
+    def __init__(self, catalog: Catalog, engine: LLMEngine, images: ImageLoader, pool: PreparePool) -> None:
         self.catalog = catalog
         self.engine = engine
         self.images = images
+        self.pool = pool
 
     async def create(self, body: ChatCompletionRequest, request: Request) -> Response | ChatCompletion:
         model = self.catalog.require(body.model, task="chat")
         request.state.model = model.key
-        generation = await prepare(body, model, await self.catalog.renderer(model), self.images)
+        generation = await prepare(body, model, await self.catalog.renderer(model), self.images, self.pool)
         request_id = request.state.request_id
         accumulator = ChatAccumulator(body, request_id, model.root)
         deltas = self.engine.generate(model.key, generation, request_id)

@@ -13,11 +13,12 @@ from fastapi import Depends, Request
 from fastapi.responses import Response
 
 from passerelle.chat.protocol import Usage, check_common, refuse, sampling_parameters, token_budget
-from passerelle.chat.serving import LLMEngine
+from passerelle.chat.serving import LLMEngine, check_prompt_chars
 from passerelle.completions.protocol import Completion, CompletionChoice, CompletionLogprobs, CompletionRequest
 from passerelle.core.catalog import Catalog, PromptRenderer, ServedModel
 from passerelle.core.errors import InvalidRequest, TritonFailure
 from passerelle.core.streaming import primed, sse_response, until_disconnect
+from passerelle.core.workers import PreparePool
 from passerelle.triton.client import Delta, Generation
 
 MAX_PROMPTS = 16
@@ -36,7 +37,8 @@ def prompts_of(request: CompletionRequest) -> list[str]:
     raise refuse("prompt", "token-id prompts are not supported by the Triton vLLM backend contract; send text")
 
 
-def prepare(request: CompletionRequest, model: ServedModel, renderer: PromptRenderer) -> list[Generation]:
+async def prepare(request: CompletionRequest, model: ServedModel, renderer: PromptRenderer, pool: PreparePool) -> list[Generation]:
+    """Check the request on the loop; count each prompt's tokens in the preparation pool (one job)."""
     check_common(request)
     if request.suffix:
         raise refuse("suffix", "insertion (suffix) is not supported by this model")
@@ -44,9 +46,12 @@ def prepare(request: CompletionRequest, model: ServedModel, renderer: PromptRend
         raise refuse("best_of", "vLLM's engine no longer implements best_of; use n")
     if request.echo and request.logprobs is not None:
         raise refuse("echo", "echo together with logprobs needs prompt logprobs, which the backend contract does not return")
+    prompts = prompts_of(request)
+    check_prompt_chars(model, renderer, max(map(len, prompts)), "prompt")
+    counts = await pool.run(lambda: [renderer.count_tokens(prompt) for prompt in prompts])
     generations = []
-    for prompt in prompts_of(request):
-        max_tokens = token_budget(model, request.max_tokens, renderer.count_tokens(prompt), "max_tokens")
+    for prompt, prompt_tokens in zip(prompts, counts, strict=True):
+        max_tokens = token_budget(model, request.max_tokens, prompt_tokens, "max_tokens")
         generations.append(
             Generation(
                 prompt=prompt, sampling=sampling_parameters(request, max_tokens, request.logprobs), logprobs=request.logprobs is not None
@@ -137,14 +142,15 @@ class CompletionAccumulator:
 
 
 class CompletionServing:
-    def __init__(self, catalog: Catalog, engine: LLMEngine) -> None:
+    def __init__(self, catalog: Catalog, engine: LLMEngine, pool: PreparePool) -> None:
         self.catalog = catalog
         self.engine = engine
+        self.pool = pool
 
     async def create(self, body: CompletionRequest, request: Request) -> Response | Completion:
         model = self.catalog.require(body.model, task="chat")
         request.state.model = model.key
-        generations = prepare(body, model, await self.catalog.renderer(model))
+        generations = await prepare(body, model, await self.catalog.renderer(model), self.pool)
         request_id = request.state.request_id
         accumulator = CompletionAccumulator(body, request_id, model.root, [g.prompt for g in generations])
         streams = [self.engine.generate(model.key, g, f"{request_id}-{i}") for i, g in enumerate(generations)]

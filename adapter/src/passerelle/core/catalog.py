@@ -113,6 +113,11 @@ class PromptRenderer:
     def __init__(self, tokenizer: PreTrainedTokenizerBase, chat_template: str) -> None:
         self.tokenizer = tokenizer
         self.chat_template = chat_template
+        # No token stands for more characters than the longest entry of the vocabulary (byte-level
+        # vocabularies spell each byte as one character), which bounds a prompt before it is tokenized.
+        self.max_token_chars = max((len(token) for token in tokenizer.get_vocab()), default=1)
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        self._backend: Any = backend
 
     @classmethod
     def load(cls, source: str, cache_dir: Path) -> PromptRenderer:
@@ -123,6 +128,10 @@ class PromptRenderer:
         log.info("chat template and tokenizer loaded from %s", model_dir)
         return renderer
 
+    def max_prompt_chars(self, context_tokens: int) -> int:
+        """More characters than this cannot fit in `context_tokens` tokens."""
+        return context_tokens * self.max_token_chars
+
     def render_chat(self, messages: list[dict[str, Any]]) -> str:
         rendered = self.tokenizer.apply_chat_template(
             messages, chat_template=self.chat_template, tokenize=False, add_generation_prompt=True
@@ -130,6 +139,10 @@ class PromptRenderer:
         return str(rendered)
 
     def count_tokens(self, text: str) -> int:
+        """CPU-bound: call it off the event loop. The Rust tokenizer's batch call releases the GIL
+        (its single-text call holds it throughout), so the loop keeps running meanwhile."""
+        if self._backend is not None:
+            return len(self._backend.encode_batch([text], add_special_tokens=False)[0])
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -59,6 +60,9 @@ class Settings(BaseSettings):
     openai_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     frontend_dist: Path | None = None
     max_request_body_bytes: int = 32 * 1024 * 1024
+    # Threads that prepare requests off the event loop (chat templates, tokenizers, image decoding).
+    # A request holds at most one, so one heavy request never takes them all.
+    prepare_workers: int = Field(default_factory=lambda: max(2, min(8, os.cpu_count() or 2)), ge=1)
 
     # Images in chat messages.
     max_image_pixels: int = 16 * 1024 * 1024
