@@ -75,3 +75,11 @@ def test_stream_options_need_stream() -> None:
     with pytest.raises(InvalidRequest) as raised:
         check_common(SamplingFields.model_validate({"model": "qwen", "stream_options": {"include_usage": True}}))
     assert raised.value.param == "stream_options"
+
+
+def test_several_choices_need_sampling() -> None:
+    """vLLM refuses n > 1 with greedy sampling; the adapter says so before the engine does (a 400, not a 503)."""
+    check_common(SamplingFields(model="qwen", n=3, temperature=0.5))
+    with pytest.raises(InvalidRequest) as raised:
+        check_common(SamplingFields(model="qwen", n=3, temperature=0))
+    assert raised.value.param == "n" and "temperature" in raised.value.message

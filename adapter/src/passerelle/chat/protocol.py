@@ -220,6 +220,12 @@ def check_common(request: SamplingFields) -> None:
         raise refuse("logit_bias", "the Triton vLLM backend contract has no logit bias input")
     if request.stream_options is not None and not request.stream:
         raise InvalidRequest("'stream_options' is only allowed when 'stream' is true", param="stream_options", code="invalid_value")
+    if request.n > 1 and request.temperature == 0:
+        raise InvalidRequest(
+            f"'n' is {request.n}, but greedy sampling ('temperature': 0) gives one answer; use n=1 or a temperature above 0",
+            param="n",
+            code="invalid_value",
+        )
 
 
 def token_budget(model: ServedModel, requested: int | None, prompt_tokens: int, field: str) -> int:

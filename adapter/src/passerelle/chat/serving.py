@@ -3,6 +3,7 @@ backend, under the model's lifecycle) → format (OpenAI's completion or its chu
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
@@ -34,12 +35,13 @@ from passerelle.chat.protocol import (
 from passerelle.core.catalog import Catalog, PromptRenderer, ServedModel
 from passerelle.core.errors import InvalidRequest, TritonFailure
 from passerelle.core.observability import Metrics
-from passerelle.core.streaming import ToError, primed, sse_response, until_disconnect
+from passerelle.core.streaming import ToError, coalesced, primed, sse_response, until_disconnect
 from passerelle.core.workers import PreparePool
 from passerelle.triton.client import Delta, Generation, TokenChoice, TritonClient
 from passerelle.triton.lifecycle import ModelControl
 
 _ROLES = {"developer": "system"}
+_NOTHING_MORE = '"logprobs":null,"finish_reason":null'
 
 
 def check_supported(request: ChatCompletionRequest) -> None:
@@ -179,7 +181,11 @@ def _token_logprobs(positions: list[list[TokenChoice]], top: int) -> list[TokenL
 
 
 class ChatAccumulator:
-    """Accumulates deltas into choices and usage; emits chunks for streaming."""
+    """Accumulates deltas into choices and usage; emits chunks for streaming.
+
+    Plain content chunks (no logprobs), one per token on a busy server, are written from a template
+    made once per request: only the text is serialised per chunk. Other chunks go through the models.
+    """
 
     def __init__(self, request: ChatCompletionRequest, request_id: str, model_name: str) -> None:
         self.request = request
@@ -192,25 +198,28 @@ class ChatAccumulator:
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.top = request.top_logprobs or 0
+        head = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model}
+        self._head = json.dumps(head, separators=(",", ":"))[:-1] + ',"choices":['
+        self._tail = '],"usage":null,"system_fingerprint":null}'
 
-    def add(self, delta: Delta) -> tuple[list[ChatChunkChoice], list[ChatChunkChoice]]:
-        """Record a delta; return the choices of its content chunk and of its finish chunk."""
+    def add(self, delta: Delta) -> tuple[list[tuple[int, str, list[TokenLogprob]]], list[tuple[int, str]]]:
+        """Record a delta; return its new content per choice, (index, text, logprobs), and the choices
+        it finished, (index, reason)."""
         if delta.prompt_tokens is not None:
             self.prompt_tokens = delta.prompt_tokens
         self.completion_tokens += sum(delta.output_tokens)
-        content: list[ChatChunkChoice] = []
-        finished: list[ChatChunkChoice] = []
+        content: list[tuple[int, str, list[TokenLogprob]]] = []
+        finished: list[tuple[int, str]] = []
         for index, text in enumerate(delta.texts):
             new_logprobs = _token_logprobs(delta.logprobs[index], self.top) if delta.logprobs else []
             self.pieces[index].append(text)
             self.logprobs[index].extend(new_logprobs)
             if text or new_logprobs:
-                chunk_logprobs = ChoiceLogprobs(content=new_logprobs) if self.request.logprobs else None
-                content.append(ChatChunkChoice(index=index, delta=ChunkDelta(content=text), logprobs=chunk_logprobs))
+                content.append((index, text, new_logprobs))
             reason = delta.finish_reasons[index]
             if reason is not None:
                 self.reasons[index] = reason
-                finished.append(ChatChunkChoice(index=index, delta=ChunkDelta(), finish_reason=reason))
+                finished.append((index, reason))
         return content, finished
 
     def usage(self) -> Usage:
@@ -232,13 +241,32 @@ class ChatAccumulator:
         body = ChatCompletionChunk(id=self.id, created=self.created, model=self.model, choices=choices, usage=usage)
         return body.model_dump_json()
 
+    def content_chunk(self, content: list[tuple[int, str, list[TokenLogprob]]]) -> str:
+        if self.request.logprobs:
+            return self.chunk(
+                [
+                    ChatChunkChoice(index=index, delta=ChunkDelta(content=text), logprobs=ChoiceLogprobs(content=logprobs))
+                    for index, text, logprobs in content
+                ]
+            )
+        choices = ",".join(
+            f'{{"index":{index},"delta":{{"role":null,"content":{json.dumps(text, ensure_ascii=False)}}},{_NOTHING_MORE}}}'
+            for index, text, _ in content
+        )
+        return self._head + choices + self._tail
+
+    def finish_chunk(self, finished: list[tuple[int, str]]) -> str:
+        return self.chunk([ChatChunkChoice(index=index, delta=ChunkDelta(), finish_reason=reason) for index, reason in finished])
+
     async def sse(self, deltas: AsyncGenerator[Delta]) -> AsyncGenerator[str]:
         async with aclosing(deltas):
             yield self.chunk([ChatChunkChoice(index=i, delta=ChunkDelta(role="assistant", content="")) for i in range(self.request.n)])
             async for delta in deltas:
-                for choices in self.add(delta):
-                    if choices:
-                        yield self.chunk(choices)
+                content, finished = self.add(delta)
+                if content:
+                    yield self.content_chunk(content)
+                if finished:
+                    yield self.finish_chunk(finished)
         if self.request.stream_options is not None and self.request.stream_options.include_usage:
             yield self.chunk([], usage=self.usage())
 
@@ -258,6 +286,10 @@ class LLMEngine:
                     async for delta in deltas:
                         observe(delta.prompt_tokens, sum(delta.output_tokens))
                         yield delta
+
+    def coalesced(self, model: str, deltas: AsyncGenerator[Delta]) -> AsyncGenerator[Delta]:
+        """For streaming: the responses that wait while the client is slow go out as one chunk."""
+        return coalesced(deltas, Delta.merge, self.metrics.merges(model))
 
     def to_error(self, model: str) -> ToError:
         return lambda failure: self.control.api_error(failure, model)
@@ -279,7 +311,7 @@ class ChatServing:
         deltas = self.engine.generate(model.key, generation, request_id)
         to_error = self.engine.to_error(model.key)
         if body.stream:
-            return sse_response(accumulator.sse(await primed(deltas, to_error)), to_error)
+            return sse_response(accumulator.sse(self.engine.coalesced(model.key, await primed(deltas, to_error))), to_error)
 
         async def collect() -> ChatCompletion:
             try:

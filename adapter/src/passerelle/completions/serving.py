@@ -157,6 +157,7 @@ class CompletionServing:
         to_error = self.engine.to_error(model.key)
         if body.stream:
             streams[0] = await primed(streams[0], to_error)
+            streams = [self.engine.coalesced(model.key, stream) for stream in streams]
             return sse_response(accumulator.sse(streams), to_error)
 
         async def collect(index: int) -> None:

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     lazy_load_models: bool = True
     preload_models: CommaList = Field(default_factory=list)
     model_load_timeout_s: float = 600.0
+    # How long Triton's "model ready" answer is trusted before the next request asks again (0: every request).
+    model_ready_recheck_s: float = Field(default=1.0, ge=0.0)
     unavailable_retry_after_s: int = 10
 
     # Idle time-to-live before a model is unloaded to free memory: -1 never, 0 as soon as it is idle,

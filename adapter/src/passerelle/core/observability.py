@@ -43,6 +43,15 @@ class Metrics:
         )
         self.tokens = Counter("passerelle_tokens", "Tokens in prompts and completions.", ["model", "kind"], registry=r)
         self.generations_in_flight = Gauge("passerelle_generations_in_flight", "Generations running in Triton.", ["model"], registry=r)
+        self.merged_chunks = Counter(
+            "passerelle_stream_merged_chunks",
+            "Streamed chunks that carried two or more backend responses, because the client read slower than the engine wrote.",
+            ["model"],
+            registry=r,
+        )
+        self.merged_responses = Counter(
+            "passerelle_stream_merged_responses", "Backend responses sent inside merged chunks.", ["model"], registry=r
+        )
         self.audio_seconds = Counter("passerelle_audio_seconds", "Seconds of audio processed.", ["model"], registry=r)
         self.loop_lag = Histogram(
             "passerelle_event_loop_lag_seconds",
@@ -54,12 +63,23 @@ class Metrics:
             "passerelle_model_load_duration_seconds", "Model loads through Triton.", ["model", "outcome"], buckets=_LOAD, registry=r
         )
 
+    def merges(self, model: str) -> Callable[[int], None]:
+        """Counts one merged chunk of `count` backend responses."""
+        chunks, responses = self.merged_chunks.labels(model=model), self.merged_responses.labels(model=model)
+
+        def merged(count: int) -> None:
+            chunks.inc()
+            responses.inc(count)
+
+        return merged
+
     @contextmanager
     def generation(self, model: str) -> Iterator[Callable[[int | None, int], None]]:
         """Times one generation; the caller reports each response's (prompt tokens, new tokens)."""
         started = time.perf_counter()
         first = True
         in_flight = self.generations_in_flight.labels(model=model)
+        completion = self.tokens.labels(model=model, kind="completion")
 
         def observe(prompt_tokens: int | None, produced: int) -> None:
             nonlocal first
@@ -69,7 +89,7 @@ class Metrics:
                 if prompt_tokens:
                     self.tokens.labels(model=model, kind="prompt").inc(prompt_tokens)
             if produced:
-                self.tokens.labels(model=model, kind="completion").inc(produced)
+                completion.inc(produced)
 
         in_flight.inc()
         try:

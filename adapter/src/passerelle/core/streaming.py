@@ -4,9 +4,11 @@ errors after it become an SSE error event, and a client that goes away cancels t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
+from dataclasses import dataclass
 from typing import TypeVar
 
 from fastapi import Request
@@ -37,6 +39,55 @@ async def primed(items: AsyncGenerator[T], to_error: ToError) -> AsyncGenerator[
                 yield item
 
     return chained()
+
+
+@dataclass
+class _End:
+    error: BaseException | None = None
+
+
+async def coalesced(items: AsyncGenerator[T], merge: Callable[[list[T]], T], merged: Callable[[int], None]) -> AsyncGenerator[T]:
+    """`items`, with what piled up while the consumer was busy merged into one item.
+
+    A task pulls `items` into a queue as they come; each step yields everything waiting, merged
+    (and reports how many items were merged). A consumer that keeps up waits on the queue and
+    gets each item as it arrives, with no added latency; a slow client gets fewer, larger SSE
+    chunks instead of a backlog of tiny ones. The queue holds at most one request's responses.
+    """
+    queue: asyncio.Queue[T | _End] = asyncio.Queue()
+
+    async def pump() -> None:
+        try:
+            async with aclosing(items):
+                async for item in items:
+                    queue.put_nowait(item)
+        except Exception as error:  # noqa: BLE001 - handed to the consumer, raised there after what came before it
+            queue.put_nowait(_End(error))
+        else:
+            queue.put_nowait(_End())
+
+    task = asyncio.create_task(pump())
+    try:
+        while True:
+            waiting = [await queue.get()]
+            while not queue.empty():
+                waiting.append(queue.get_nowait())
+            last = waiting[-1]
+            end = last if isinstance(last, _End) else None
+            batch = [item for item in waiting if not isinstance(item, _End)]
+            if len(batch) > 1:
+                merged(len(batch))
+            if batch:
+                yield merge(batch)
+            if end is not None:
+                if end.error is not None:
+                    raise end.error
+                return
+    finally:
+        if not task.done():
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 class ClosingStreamingResponse(StreamingResponse):

@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import struct
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,6 +105,30 @@ class Delta:
     prompt_tokens: int | None
     logprobs: list[list[list[TokenChoice]]] | None
 
+    @property
+    def finished(self) -> bool:
+        """The final response: every choice has its finish reason."""
+        return bool(self.finish_reasons) and all(reason is not None for reason in self.finish_reasons)
+
+    @classmethod
+    def merge(cls, deltas: list[Delta]) -> Delta:
+        """Consecutive deltas of one request as one: texts joined, token counts summed, logprobs
+        concatenated, each choice's finish reason kept (what a slow reader gets in one chunk)."""
+        if len(deltas) == 1:
+            return deltas[0]
+        choices = len(deltas[0].texts)
+        return cls(
+            texts=["".join(delta.texts[i] for delta in deltas) for i in range(choices)],
+            finish_reasons=[next((d.finish_reasons[i] for d in deltas if d.finish_reasons[i] is not None), None) for i in range(choices)],
+            output_tokens=[sum(delta.output_tokens[i] for delta in deltas) for i in range(choices)],
+            prompt_tokens=next((delta.prompt_tokens for delta in deltas if delta.prompt_tokens is not None), None),
+            logprobs=(
+                [[position for delta in deltas if delta.logprobs for position in delta.logprobs[i]] for i in range(choices)]
+                if any(delta.logprobs for delta in deltas)
+                else None
+            ),
+        )
+
 
 def _bytes_input(name: str, values: list[str]) -> InferInput:
     tensor = InferInput(name, [len(values)], "BYTES")
@@ -137,11 +161,35 @@ def build_inputs(generation: Generation) -> tuple[list[InferInput], list[InferRe
     return inputs, [InferRequestedOutput(name) for name in names]
 
 
-def _strings(result: InferResult, name: str) -> list[str]:
-    array = result.as_numpy(name)
-    if array is None:
-        return []
-    return [item.decode("utf-8", errors="replace") if isinstance(item, bytes) else str(item) for item in array.reshape(-1)]
+_LENGTH = struct.Struct("<I")
+_NUMBERS = {"UINT32": "I", "INT32": "i", "UINT64": "Q", "INT64": "q"}
+
+
+def _outputs(result: InferResult) -> dict[str, tuple[str, bytes]]:
+    """Each output's datatype and raw bytes, straight from the response message: one backend response
+    per generated token makes numpy arrays per output a cost worth skipping."""
+    response = result.get_response()
+    if len(response.raw_output_contents) != len(response.outputs):
+        raise TritonFailure(FailureKind.INTERNAL, "Triton sent outputs without raw contents, which this client does not read")
+    return {output.name: (output.datatype, raw) for output, raw in zip(response.outputs, response.raw_output_contents, strict=True)}
+
+
+def _strings(raw: bytes) -> list[str]:
+    """A BYTES tensor: each element is a 4-byte little-endian length, then its bytes."""
+    items, offset = [], 0
+    while offset < len(raw):
+        (size,) = _LENGTH.unpack_from(raw, offset)
+        offset += 4
+        items.append(raw[offset : offset + size].decode("utf-8", errors="replace"))
+        offset += size
+    return items
+
+
+def _numbers(datatype: str, raw: bytes) -> list[int]:
+    code = _NUMBERS.get(datatype)
+    if code is None:
+        raise TritonFailure(FailureKind.INTERNAL, f"expected an integer tensor, got {datatype}")
+    return list(struct.unpack(f"<{len(raw) // struct.calcsize(code)}{code}", raw))
 
 
 def _parse_logprobs(raw: str) -> list[list[TokenChoice]]:
@@ -161,23 +209,23 @@ def _parse_logprobs(raw: str) -> list[list[TokenChoice]]:
 
 
 def parse_response(result: InferResult) -> Delta:
-    texts = _strings(result, "text_output")
-    reasons = [None if reason in _UNFINISHED else reason for reason in _strings(result, "finish_reason")]
-    counts = result.as_numpy("num_output_tokens")
-    prompt = result.as_numpy("num_input_tokens")
-    raw_logprobs = _strings(result, "logprobs")
+    outputs = _outputs(result)
+    texts = _strings(outputs["text_output"][1]) if "text_output" in outputs else []
+    reasons: list[str | None] = (
+        [None if reason in _UNFINISHED else reason for reason in _strings(outputs["finish_reason"][1])]
+        if "finish_reason" in outputs
+        else [None] * len(texts)
+    )
+    counts = _numbers(*outputs["num_output_tokens"]) if "num_output_tokens" in outputs else [0] * len(texts)
+    prompt = _numbers(*outputs["num_input_tokens"]) if "num_input_tokens" in outputs else []
+    raw_logprobs = _strings(outputs["logprobs"][1]) if "logprobs" in outputs else []
     return Delta(
         texts=texts,
-        finish_reasons=reasons or [None] * len(texts),
-        output_tokens=[int(value) for value in counts.reshape(-1)] if counts is not None else [0] * len(texts),
-        prompt_tokens=int(prompt.reshape(-1)[0]) if prompt is not None and prompt.size else None,
+        finish_reasons=reasons,
+        output_tokens=counts,
+        prompt_tokens=prompt[0] if prompt else None,
         logprobs=[_parse_logprobs(item) for item in raw_logprobs] if raw_logprobs else None,
     )
-
-
-def _is_last(result: InferResult) -> bool:
-    reasons = _strings(result, "finish_reason")
-    return bool(reasons) and all(reason not in _UNFINISHED for reason in reasons)
 
 
 # Transport ----------------------------------------------------------------------------------
@@ -307,26 +355,13 @@ class TritonClient:
         await self._call(self._client.unload_model, model)
 
     async def generate(self, model: str, generation: Generation, request_id: str) -> AsyncGenerator[Delta]:
-        """One request to a vLLM-backend model: deltas until every choice has finished."""
-        inputs, outputs = build_inputs(generation)
-        async with aclosing(self.stream(model, inputs, outputs, request_id, _is_last)) as results:
-            async for result in results:
-                yield parse_response(result)
+        """One request to a vLLM-backend model, over one `ModelStreamInfer` stream: a delta per
+        response until every choice has finished.
 
-    async def stream(
-        self,
-        model: str,
-        inputs: list[InferInput],
-        outputs: list[InferRequestedOutput],
-        request_id: str,
-        is_last: Callable[[InferResult], bool],
-    ) -> AsyncGenerator[InferResult]:
-        """Yield each response of one decoupled request until `is_last` says it was the final one.
-
-        Leaving the iteration early (client gone, error, task cancelled) cancels the gRPC
-        stream, which Triton turns into a cancelled request inside the model.
+        Leaving the iteration early (client gone, error, task cancelled) cancels the gRPC stream,
+        which Triton turns into a cancelled request inside the model.
         """
-
+        inputs, outputs = build_inputs(generation)
         done = asyncio.Event()
 
         async def requests() -> AsyncIterator[dict[str, Any]]:
@@ -339,8 +374,9 @@ class TritonClient:
             async for result, error in responses:
                 if error is not None:
                     raise _from_client(error)
-                finished = is_last(result)
-                yield result
+                delta = parse_response(result)
+                finished = delta.finished
+                yield delta
                 if finished:
                     return
             raise TritonFailure(FailureKind.INTERNAL, "Triton closed the stream before the final response")

@@ -92,6 +92,7 @@ class ModelControl:
         self._loads: dict[str, _Load] = {}
         self._records: dict[str, LoadRecord] = {}
         self._ready_since: dict[str, float] = {}
+        self._ready_checked: dict[str, float] = {}  # when Triton last said the model is ready (monotonic)
 
     def record(self, model: str) -> LoadRecord:
         return self._records.setdefault(model, LoadRecord())
@@ -108,6 +109,8 @@ class ModelControl:
 
     def api_error(self, failure: TritonFailure, model: str) -> APIError:
         """The API's answer to a Triton failure while serving `model` (one mapping for every route)."""
+        if failure.kind is FailureKind.MODEL_NOT_READY:
+            self._ready_checked.pop(model, None)
         return from_triton(failure, model, retry_after_s=self.settings.unavailable_retry_after_s, how_to_load=self.how_to_load(model))
 
     def _unavailable(self, message: str, code: str) -> Unavailable:
@@ -129,9 +132,19 @@ class ModelControl:
                 self.state.touch(model, now)
 
     async def ensure_loaded(self, model: str, *, lazy: bool | None = None) -> None:
-        """Make sure Triton serves `model`, loading it if allowed; raises Unavailable otherwise."""
+        """Make sure Triton serves `model`, loading it if allowed; raises Unavailable otherwise.
+
+        A model that Triton called ready less than MODEL_READY_RECHECK_S ago is not asked about again:
+        a request per token-stream would otherwise pay one more round trip. A model unloaded behind
+        the adapter's back within that window fails its request with 503 (Triton's "not ready"),
+        which also drops the remembered answer.
+        """
+        checked = self._ready_checked.get(model)
+        if checked is not None and time.monotonic() - checked < self.settings.model_ready_recheck_s:
+            return
         try:
             if await self.triton.model_ready(model):
+                self._ready_checked[model] = time.monotonic()
                 return
         except TritonFailure as failure:
             raise self.api_error(failure, model) from failure
@@ -184,6 +197,7 @@ class ModelControl:
             raise Conflict(f"Model '{model}' is serving {in_flight} request(s); unload it when they are done.", code="model_busy")
         if model in self._loads:
             raise Conflict(f"Model '{model}' is loading; unload it when the load is done.", code="load_in_progress")
+        self._ready_checked.pop(model, None)
         try:
             await self.triton.unload_model(model)
         except TritonFailure as failure:
