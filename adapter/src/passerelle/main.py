@@ -32,6 +32,7 @@ from passerelle.completions.serving import CompletionServing
 from passerelle.core.catalog import Catalog
 from passerelle.core.config import Settings
 from passerelle.core.errors import install_error_handlers
+from passerelle.core.memory import trim_when_grown
 from passerelle.core.middleware import BodyLimitMiddleware, RequestIdFilter, RequestIdMiddleware
 from passerelle.core.observability import Metrics, MetricsMiddleware, watch_event_loop
 from passerelle.core.security import AdminCheck, APIKeyCheck
@@ -71,7 +72,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     downloads = DownloadManager(settings.model_cache_dir, tokens.get, offline=settings.hf_hub_offline)
     monitor = Monitor(settings, triton, catalog, control, downloads)
     engine = LLMEngine(triton, control, metrics)
-    pool = PreparePool(settings.prepare_workers)
+    pool = app.state.prepare_pool = PreparePool(settings.prepare_workers)
     app.state.chat = ChatServing(catalog, engine, ImageLoader(settings), pool)
     app.state.completions = CompletionServing(catalog, engine, pool)
     app.state.models = ModelsServing(catalog, triton)
@@ -99,6 +100,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         asyncio.create_task(monitor.run(), name="monitor"),
         asyncio.create_task(watch_event_loop(metrics), name="event-loop-lag"),
     ]
+    if settings.memory_trim_growth_bytes > 0:
+        tasks.append(
+            asyncio.create_task(trim_when_grown(settings.memory_trim_growth_bytes, settings.memory_trim_interval_s), name="memory-trim")
+        )
     if control.ttl_enabled(list(catalog.entries)):
         tasks.append(asyncio.create_task(control.run_idle_unloads(), name="idle-unloads"))
     if settings.preload_models:

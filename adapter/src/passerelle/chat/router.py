@@ -9,8 +9,9 @@ from passerelle.chat.protocol import ChatCompletion, ChatCompletionRequest
 from passerelle.chat.serving import ChatServingDep
 from passerelle.core.errors import ERROR_RESPONSES
 from passerelle.core.security import require_api_key
+from passerelle.core.workers import OffLoopJSONRoute
 
-router = APIRouter(tags=["openai"], dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES)
+router = APIRouter(tags=["openai"], dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES, route_class=OffLoopJSONRoute)
 
 
 @router.post("/v1/chat/completions", response_model=ChatCompletion, operation_id="create_chat_completion")

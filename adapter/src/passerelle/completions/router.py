@@ -9,8 +9,9 @@ from passerelle.completions.protocol import Completion, CompletionRequest
 from passerelle.completions.serving import CompletionServingDep
 from passerelle.core.errors import ERROR_RESPONSES
 from passerelle.core.security import require_api_key
+from passerelle.core.workers import OffLoopJSONRoute
 
-router = APIRouter(tags=["openai"], dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES)
+router = APIRouter(tags=["openai"], dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES, route_class=OffLoopJSONRoute)
 
 
 @router.post("/v1/completions", response_model=Completion, operation_id="create_completion")

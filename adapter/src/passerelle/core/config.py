@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     # Threads that prepare requests off the event loop (chat templates, tokenizers, image decoding).
     # A request holds at most one, so one heavy request never takes them all.
     prepare_workers: int = Field(default_factory=lambda: max(2, min(8, os.cpu_count() or 2)), ge=1)
+    # Freed memory goes back to the system once the resident size has grown by this much (checked every
+    # MEMORY_TRIM_INTERVAL_S; 0 turns it off): glibc would otherwise keep a large request's peak.
+    memory_trim_growth_bytes: int = Field(default=32 * 1024 * 1024, ge=0)
+    memory_trim_interval_s: float = Field(default=2.0, gt=0)
 
     # Images in chat messages.
     max_image_pixels: int = 16 * 1024 * 1024
