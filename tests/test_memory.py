@@ -121,7 +121,8 @@ def test_the_largest_requests_are_bounded_and_memory_comes_back(measured_adapter
 
     print(
         f"adapter RSS idle {mib(idle)}; largest text body ({mib(len(text))}): peak {mib(text_peak)} (sampled {mib(text_sampled)}), "
-        f"after {mib(text_after)}; 4 images of {side}x{side}: peak {mib(image_peak)} (sampled {mib(image_sampled)}), after {mib(image_after)}"
+        f"after {mib(text_after)}; 4 images of {side}x{side}: peak {mib(image_peak)} (sampled {mib(image_sampled)}), "
+        f"after {mib(image_after)}"
     )
     assert text_peak - idle < 8 * BODY_LIMIT
     assert image_peak - idle < 4 * 4 * IMAGE_PIXELS
