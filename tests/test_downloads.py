@@ -36,10 +36,12 @@ logging.getLogger().addHandler(handler)
 logging.getLogger().setLevel(logging.DEBUG)
 
 from passerelle.admin.downloads.manager import DownloadManager
+from passerelle.core.shared import SharedState
 
 
 def new_manager():
-    return DownloadManager(Path(spec["cache"]), lambda: spec.get("token"), offline=spec.get("offline", False))
+    cache = Path(spec["cache"])
+    return DownloadManager(cache, lambda: spec.get("token"), offline=spec.get("offline", False), shared=SharedState(cache / ".passerelle"))
 
 
 async def main():

@@ -1,7 +1,7 @@
 """The adapter's memory: bounded by the limits while the largest requests are prepared, and back near
 idle after them.
 
-An adapter of its own (default limits) is read through /proc: its resident size before, its peak
+An adapter of its own (the default limits) is read through /proc: its resident size before, its peak
 during (VmHWM, reset through /proc/PID/clear_refs before each request, and sampled), and after. The
 two heaviest requests a client can send:
 - the largest JSON body (just under MAX_REQUEST_BODY_BYTES of text), refused once parsed because
@@ -26,12 +26,13 @@ import httpx
 import pytest
 
 from conftest import free_port
+from passerelle.core.config import Settings
 from passerelle_stack.launcher import Stack
 
 MiB = 1 << 20
-BODY_LIMIT = 32 * MiB  # MAX_REQUEST_BODY_BYTES's default
-IMAGE_PIXELS = 16 * MiB  # MAX_IMAGE_PIXELS's default
-TRIM_GROWTH = 32 * MiB  # MEMORY_TRIM_GROWTH_BYTES's default
+BODY_LIMIT = Settings.model_fields["max_request_body_bytes"].default
+IMAGE_PIXELS = Settings.model_fields["max_image_pixels"].default
+TRIM_GROWTH = Settings.model_fields["memory_trim_growth_bytes"].default
 
 
 class Process:
@@ -50,7 +51,12 @@ class Process:
 @pytest.fixture(scope="module")
 def measured_adapter(stack: Stack) -> Iterator[tuple[str, Process]]:
     name = "adapter-memory"
-    url = stack.start_adapter(name=name, port=free_port(), env={"OPENAI_API_KEYS": ""})
+    limits = {
+        "MAX_REQUEST_BODY_BYTES": str(BODY_LIMIT),
+        "MAX_IMAGE_PIXELS": str(IMAGE_PIXELS),
+        "MEMORY_TRIM_GROWTH_BYTES": str(TRIM_GROWTH),
+    }
+    url = stack.start_adapter(name=name, port=free_port(), env={"OPENAI_API_KEYS": "", **limits})
     yield url, Process(stack.processes[name].pid)
     stack.stop(names=[name])
 

@@ -17,7 +17,7 @@ from typing import Any
 import h11
 import httpx
 
-from conftest import metric_value
+from conftest import API_KEYS, metric_value
 
 CHOICES, TOKENS = 8, 400
 REQUEST = {
@@ -70,6 +70,7 @@ def _read_slowly(adapter_url: str, http: httpx.Client) -> bytes:
         sock.settimeout(120)
         sock.connect((host, int(port)))
         headers = [("Host", host), ("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        headers.append(("Authorization", f"Bearer {API_KEYS[0]}"))
         sock.sendall(client.send(h11.Request(method="POST", target="/v1/chat/completions", headers=headers)))
         sock.sendall(client.send(h11.Data(data=body)) + client.send(h11.EndOfMessage()))
         deadline = time.monotonic() + 120

@@ -36,6 +36,7 @@ from passerelle.core.memory import trim_when_grown
 from passerelle.core.middleware import BodyLimitMiddleware, RequestIdFilter, RequestIdMiddleware
 from passerelle.core.observability import Metrics, MetricsMiddleware, watch_event_loop
 from passerelle.core.security import AdminCheck, APIKeyCheck
+from passerelle.core.shared import SharedState
 from passerelle.core.workers import PreparePool
 from passerelle.health import router as health
 from passerelle.models import router as models
@@ -63,13 +64,14 @@ def configure_logging(level: str) -> None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     metrics: Metrics = app.state.metrics
+    shared = SharedState(settings.model_cache_dir / ".passerelle")
     triton = app.state.triton = TritonClient(settings.triton_grpc_url, settings.triton_http_url)
     catalog = Catalog.from_repositories(
         settings.model_repository, model_cache_dir=settings.model_cache_dir, retry_after_s=settings.unavailable_retry_after_s
     )
-    control = ModelControl(triton, settings, metrics)
+    control = ModelControl(triton, settings, metrics, shared)
     tokens = TokenStore(settings.hf_token_file)
-    downloads = DownloadManager(settings.model_cache_dir, tokens.get, offline=settings.hf_hub_offline)
+    downloads = DownloadManager(settings.model_cache_dir, tokens.get, offline=settings.hf_hub_offline, shared=shared)
     monitor = Monitor(settings, triton, catalog, control, downloads)
     engine = LLMEngine(triton, control, metrics)
     pool = app.state.prepare_pool = PreparePool(settings.prepare_workers)
@@ -95,6 +97,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ", ".join(map(str, settings.model_repository)),
         settings.profile,
     )
+    metrics.forget_dead_workers()
     await catalog.warm_up()
     tasks = [
         asyncio.create_task(monitor.run(), name="monitor"),

@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     adapter_host: str = "127.0.0.1"
     adapter_port: int = 8080
     log_level: str = "INFO"
+    # Processes serving the API (uvicorn workers). Each has its own event loop and preparation pool;
+    # what they must agree on is shared (docs/configuration.md, "Several workers").
+    adapter_workers: int = Field(default=1, ge=1)
 
     # Triton.
     triton_grpc_url: str = "127.0.0.1:8001"

@@ -1,17 +1,23 @@
 """The adapter's own Prometheus metrics (Triton's are scraped from Triton's port 8002 directly).
 
-One registry per app, so that several apps in one process (tests) do not collide.
+One registry per app, so that several apps in one process (tests) do not collide. With several
+worker processes (ADAPTER_WORKERS > 1), prometheus-client's multiprocess mode keeps each worker's
+values in files under PROMETHEUS_MULTIPROC_DIR, and `/metrics` adds them up: any worker answers for
+all. Gauges of things in flight are summed over the live workers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("passerelle.observability")
@@ -22,6 +28,7 @@ _LOAD = (0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
         r = self.registry
         self.requests = Counter(
             "passerelle_requests", "HTTP requests by route, model and status.", ["route", "model", "status"], registry=r
@@ -33,7 +40,22 @@ class Metrics:
             buckets=_LATENCY,
             registry=r,
         )
-        self.in_flight = Gauge("passerelle_requests_in_flight", "HTTP requests being served.", ["route"], registry=r)
+        self.in_flight = Gauge(
+            "passerelle_requests_in_flight", "HTTP requests being served.", ["route"], registry=r, multiprocess_mode="livesum"
+        )
+        self.worker_requests = Gauge(
+            "passerelle_worker_requests",
+            "HTTP requests served by each worker process (labelled pid when ADAPTER_WORKERS > 1).",
+            registry=r,
+            multiprocess_mode="all",
+        )
+        self.model_in_flight = Gauge(
+            "passerelle_model_requests_in_flight",
+            "Requests using each model, in all workers (unloads wait for zero).",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.ttft = Histogram(
             "passerelle_time_to_first_token_seconds",
             "Time from request to the first generated token.",
@@ -42,7 +64,9 @@ class Metrics:
             registry=r,
         )
         self.tokens = Counter("passerelle_tokens", "Tokens in prompts and completions.", ["model", "kind"], registry=r)
-        self.generations_in_flight = Gauge("passerelle_generations_in_flight", "Generations running in Triton.", ["model"], registry=r)
+        self.generations_in_flight = Gauge(
+            "passerelle_generations_in_flight", "Generations running in Triton.", ["model"], registry=r, multiprocess_mode="livesum"
+        )
         self.merged_chunks = Counter(
             "passerelle_stream_merged_chunks",
             "Streamed chunks that carried two or more backend responses, because the client read slower than the engine wrote.",
@@ -62,6 +86,34 @@ class Metrics:
         self.load_duration = Histogram(
             "passerelle_model_load_duration_seconds", "Model loads through Triton.", ["model", "outcome"], buckets=_LOAD, registry=r
         )
+
+    def _collected(self) -> CollectorRegistry:
+        if self.multiprocess_dir is None:
+            return self.registry
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        return registry
+
+    def forget_dead_workers(self) -> None:
+        """Drop the in-flight values of worker processes that died (uvicorn restarts them under new pids)."""
+        if self.multiprocess_dir is None:
+            return
+        for entry in Path(self.multiprocess_dir).glob("gauge_live*_*.db"):
+            pid = int(entry.stem.rpartition("_")[2])
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                mark_process_dead(pid, self.multiprocess_dir)  # type: ignore[no-untyped-call]
+            except PermissionError:
+                pass
+
+    def exposition(self) -> bytes:
+        """The text format of every worker's metrics."""
+        return generate_latest(self._collected())
+
+    def model_requests_in_flight(self, model: str) -> int:
+        value = self._collected().get_sample_value("passerelle_model_requests_in_flight", {"model": model})
+        return int(value or 0)
 
     def merges(self, model: str) -> Callable[[int], None]:
         """Counts one merged chunk of `count` backend responses."""
@@ -121,6 +173,7 @@ class MetricsMiddleware:
                 status = message["status"]
             await send(message)
 
+        self.metrics.worker_requests.inc()
         try:
             await self.app(scope, receive, capture)
         finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from passerelle.core.config import Settings
 from passerelle.core.observability import Metrics
@@ -31,5 +31,5 @@ async def health(request: Request) -> JSONResponse:
 
 @router.get("/metrics", operation_id="metrics", include_in_schema=False, tags=["observability"])
 async def metrics(request: Request) -> Response:
-    registry: Metrics = request.app.state.metrics
-    return Response(generate_latest(registry.registry), media_type=CONTENT_TYPE_LATEST)
+    metrics: Metrics = request.app.state.metrics
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -9,19 +9,22 @@ adapter is serving: they are refused while the model has requests in flight (Tri
 lets in-flight requests finish before it unloads a model). `run_idle_unloads` applies the idle
 TTL: a model unused for its TTL, by the adapter or by Triton's own clients, is unloaded.
 
-In-flight counts and idle clocks sit behind `LifecycleState`, kept in this process today.
+In-flight counts and idle clocks sit behind `LifecycleState`: in-flight counts add up every worker
+process (a metrics gauge in prometheus-client's multiprocess files), idle clocks come from Triton.
+Load records are shared records (`passerelle.core.shared`), so every worker reports the same.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
@@ -29,6 +32,7 @@ import httpx
 from passerelle.core.config import Settings
 from passerelle.core.errors import APIError, Conflict, FailureKind, TritonFailure, Unavailable, from_triton
 from passerelle.core.observability import Metrics
+from passerelle.core.shared import FileLock, SharedState
 from passerelle.triton.client import TritonClient
 from passerelle.triton.metrics import parse_metrics
 
@@ -46,19 +50,23 @@ class LifecycleState(Protocol):
     def last_used(self, model: str) -> float | None: ...
 
 
-class InProcessState:
-    def __init__(self) -> None:
-        self._in_flight: Counter[str] = Counter()
+class WorkersState:
+    """In-flight counts in a metrics gauge, which adds up every worker process; the last use as this
+    process saw it. The idle TTL also reads Triton's own last-inference time, which covers every
+    worker and every adapter pod, and the requests running in Triton's engines."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
         self._last_used: dict[str, float] = {}
 
     def enter(self, model: str) -> None:
-        self._in_flight[model] += 1
+        self.metrics.model_in_flight.labels(model=model).inc()
 
     def leave(self, model: str) -> None:
-        self._in_flight[model] -= 1
+        self.metrics.model_in_flight.labels(model=model).dec()
 
     def in_flight(self, model: str) -> int:
-        return self._in_flight[model]
+        return self.metrics.model_requests_in_flight(model)
 
     def touch(self, model: str, at: float) -> None:
         self._last_used[model] = max(at, self._last_used.get(model, 0.0))
@@ -84,18 +92,39 @@ class _Load:
 
 
 class ModelControl:
-    def __init__(self, triton: TritonClient, settings: Settings, metrics: Metrics, state: LifecycleState | None = None) -> None:
+    def __init__(
+        self, triton: TritonClient, settings: Settings, metrics: Metrics, shared: SharedState, state: LifecycleState | None = None
+    ) -> None:
         self.triton = triton
         self.settings = settings
         self.metrics = metrics
-        self.state: LifecycleState = state or InProcessState()
+        self.shared = shared
+        self.state: LifecycleState = state or WorkersState(metrics)
         self._loads: dict[str, _Load] = {}
-        self._records: dict[str, LoadRecord] = {}
-        self._ready_since: dict[str, float] = {}
+        # One worker of this adapter applies the idle TTL: whichever holds the lock in the workers' shared folder.
+        folder = metrics.multiprocess_dir
+        self._idle_unloads = FileLock(Path(folder) / "idle-unloads.lock") if folder else None
         self._ready_checked: dict[str, float] = {}  # when Triton last said the model is ready (monotonic)
 
     def record(self, model: str) -> LoadRecord:
-        return self._records.setdefault(model, LoadRecord())
+        """The model's load record, shared by every worker (the last to load or unload it wrote it)."""
+        return LoadRecord(**(self.shared.read("loads", model) or {}))
+
+    def _publish(self, model: str, record: LoadRecord) -> None:
+        self.shared.write("loads", model, dataclasses.asdict(record))
+
+    def observed(self, model: str, ready: bool, at: float) -> LoadRecord:
+        """The model's record, kept in line with Triton: a model found ready with no load time (loaded by
+        Triton's own clients, or before the adapter started) is taken as loaded at `at`; a model found
+        not ready has none. Every worker then reports the same time."""
+        record = self.record(model)
+        if ready and record.loaded_at is None:
+            record.loaded_at = at
+            self._publish(model, record)
+        elif not ready and record.loaded_at is not None and not self.loading(model):
+            record.loaded_at = None
+            self._publish(model, record)
+        return record
 
     def loading(self, model: str) -> bool:
         return model in self._loads
@@ -180,6 +209,7 @@ class ModelControl:
             await self.triton.load_model(model, json.dumps(override) if override else None)
         except TritonFailure as failure:
             record.last_error = failure.message
+            self._publish(model, record)
             self.metrics.load_duration.labels(model=model, outcome="failed").observe(time.time() - started)
             log.error("loading %s failed: %s", model, failure.message)
             raise
@@ -187,6 +217,7 @@ class ModelControl:
         record.load_duration_s = record.loaded_at - started
         record.override = override
         record.last_error = None
+        self._publish(model, record)
         self.state.touch(model, record.loaded_at)
         self.metrics.load_duration.labels(model=model, outcome="loaded").observe(record.load_duration_s)
         log.info("model %s ready in %.1f s", model, record.load_duration_s)
@@ -202,7 +233,9 @@ class ModelControl:
             await self.triton.unload_model(model)
         except TritonFailure as failure:
             raise self.api_error(failure, model) from failure
-        self.record(model).loaded_at = None
+        record = self.record(model)
+        record.loaded_at = None
+        self._publish(model, record)
         log.info("model %s unloaded", model)
 
     async def preload(self, models: list[str]) -> None:
@@ -218,14 +251,22 @@ class ModelControl:
         return any(self.settings.ttl_for(model) >= 0 for model in models if model != SYSTEM_MODEL)
 
     async def run_idle_unloads(self) -> None:
-        """Every STATUS_INTERVAL_S, unload the models idle for longer than their TTL."""
-        async with httpx.AsyncClient(timeout=5.0, trust_env=False) as http:
-            while True:
-                try:
-                    await self.unload_idle(http)
-                except Exception:
-                    log.exception("idle-unload check failed")
-                await asyncio.sleep(self.settings.status_interval_s)
+        """Every STATUS_INTERVAL_S, unload the models idle for longer than their TTL. One worker process
+        of the adapter does it (whichever holds the lock; another takes over if it dies). Several
+        adapter pods each do it: their decisions come from Triton's own clocks and counts, and
+        unloading twice is harmless."""
+        try:
+            async with httpx.AsyncClient(timeout=5.0, trust_env=False) as http:
+                while True:
+                    if self._idle_unloads is None or self._idle_unloads.acquire():
+                        try:
+                            await self.unload_idle(http)
+                        except Exception:
+                            log.exception("idle-unload check failed")
+                    await asyncio.sleep(self.settings.status_interval_s)
+        finally:
+            if self._idle_unloads is not None:
+                self._idle_unloads.release()
 
     async def unload_idle(self, http: httpx.AsyncClient) -> None:
         now = time.time()
@@ -234,19 +275,16 @@ class ModelControl:
         except TritonFailure:
             return
         ready = {entry["name"] for entry in index if entry.get("state") == "READY"}
-        for model in list(self._ready_since):
-            if model not in ready:
-                del self._ready_since[model]
         candidates = [model for model in ready if model != SYSTEM_MODEL and self.settings.ttl_for(model) >= 0]
         if not candidates:
             return
         running = await self._running_in_engines(http)
         last_inference = {entry["name"]: int(entry.get("last_inference", 0)) / 1000 for entry in stats}
         for model in candidates:
-            self._ready_since.setdefault(model, now)
+            loaded_at = self.observed(model, True, now).loaded_at
             if self.state.in_flight(model) or running.get(model) or self.loading(model):
                 continue
-            clocks = [last_inference.get(model), self.state.last_used(model), self.record(model).loaded_at, self._ready_since[model]]
+            clocks = [last_inference.get(model), self.state.last_used(model), loaded_at]
             last_used = max(filter(None, clocks), default=now)
             ttl = self.settings.ttl_for(model)
             if now - last_used < ttl:

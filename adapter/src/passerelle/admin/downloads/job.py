@@ -48,6 +48,12 @@ class DownloadJob:
     path: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
+    @classmethod
+    def from_snapshot(cls, snapshot: dict[str, Any]) -> DownloadJob:
+        """A read-only copy of a job that another worker process runs or ran (its shared record)."""
+        fields = {name: snapshot[name] for name in cls.__dataclass_fields__ if not name.startswith("_") and name in snapshot}
+        return cls(**fields)
+
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return {

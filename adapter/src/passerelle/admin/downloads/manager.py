@@ -63,11 +63,13 @@ from huggingface_hub.utils.tqdm import tqdm as hf_tqdm
 
 from passerelle.admin.downloads.job import Aborted, Cancelled, DownloadConflict, DownloadJob, cancelled_message, describe, scrub
 from passerelle.admin.downloads.transfer import TransferFailure, blob_lock, expected_digest, first_line, transfer
+from passerelle.core.shared import FileLock, SharedState
 
 log = logging.getLogger("passerelle.downloads")
 
 MAX_PARALLEL_FILES = 8
 CLOSE_TIMEOUT_S = 30.0
+PUBLISH_INTERVAL_S = 0.5  # how often a running job shares its progress with the other worker processes
 
 
 @dataclass
@@ -75,13 +77,15 @@ class _Run:
     job: DownloadJob
     task: asyncio.Task[None]
     cancel: threading.Event
+    lock: FileLock
 
 
 class DownloadManager:
     """Downloads into `cache_dir/hub`; one job per key. `start` must be called from the event loop."""
 
-    def __init__(self, cache_dir: Path, token: Callable[[], str | None], offline: bool) -> None:
+    def __init__(self, cache_dir: Path, token: Callable[[], str | None], offline: bool, shared: SharedState) -> None:
         self.cache_dir = Path(cache_dir)
+        self.shared = shared
         self.hub_cache = self.cache_dir / "hub"
         self._token = token
         # huggingface_hub reads HF_HUB_OFFLINE once, at import: when it is set there, no request can leave anyway.
@@ -101,36 +105,61 @@ class DownloadManager:
         if self._closed:
             raise RuntimeError("the download manager is closed")
         run = self._runs.get(key)
-        if run is not None and not run.task.done():
-            if (run.job.repo_id, run.job.revision) != (repo_id, revision):
+        running = run.job if run is not None and not run.task.done() else None
+        lock = self.shared.lock("downloads", key)
+        if running is None and not lock.acquire():  # another worker process runs it
+            running = self.job(key) or DownloadJob(key=key, repo_id=repo_id, revision=revision)
+        if running is not None:
+            if (running.repo_id, running.revision) != (repo_id, revision):
                 raise DownloadConflict(
-                    f"a download for '{key}' is already running ({run.job.repo_id}"
-                    f"{'@' + run.job.revision if run.job.revision else ''}); wait for it to finish"
+                    f"a download for '{key}' is already running ({running.repo_id}"
+                    f"{'@' + running.revision if running.revision else ''}); wait for it to finish"
                 )
-            return run.job
+            return running
         job = DownloadJob(key=key, repo_id=repo_id, revision=revision)
+        self.shared.write("downloads", key, job.snapshot())
         cancel = threading.Event()
         task = asyncio.get_running_loop().create_task(self._run(job, cancel), name=f"download {key}")
-        self._runs[key] = _Run(job=job, task=task, cancel=cancel)
+        self._runs[key] = _Run(job=job, task=task, cancel=cancel, lock=lock)
         self._jobs[key] = job
+        task.add_done_callback(lambda _: self._finished(key))
         return job
+
+    def _finished(self, key: str) -> None:
+        run = self._runs[key]
+        self.shared.write("downloads", key, run.job.snapshot())
+        run.lock.release()
 
     async def wait(self, key: str) -> DownloadJob:
         """Wait for the key's current job to finish; cancelling the waiter does not cancel the download."""
         run = self._runs.get(key)
-        if run is None:
-            job = self._jobs.get(key)
-            if job is None:
-                raise KeyError(key)
-            return job
-        await asyncio.wait({run.task})
-        return run.job
+        if run is not None:
+            await asyncio.wait({run.task})
+            return run.job
+        while (job := self.job(key)) is not None and job.state == "running":  # noqa: ASYNC110 - another process runs it; only its record tells
+            await asyncio.sleep(PUBLISH_INTERVAL_S)
+        if job is None:
+            raise KeyError(key)
+        return job
 
     def job(self, key: str) -> DownloadJob | None:
-        return self._jobs.get(key)
+        """The key's latest job, whichever worker process runs or ran it."""
+        run = self._runs.get(key)
+        if run is not None and not run.task.done():
+            return run.job
+        record = self.shared.read("downloads", key)
+        if record is None:
+            return self._jobs.get(key)
+        job = DownloadJob.from_snapshot(record)
+        if job.state == "running" and not self.shared.lock("downloads", key).held_elsewhere():
+            job.state, job.error = "failed", "the adapter process that ran this download stopped; start it again to resume it"
+        return job
 
-    def jobs(self) -> dict[str, DownloadJob]:
-        return dict(self._jobs)
+    async def _publish(self, job: DownloadJob) -> None:
+        """Share the progress of a running job with the other worker processes."""
+        while True:
+            await asyncio.sleep(PUBLISH_INTERVAL_S)
+            await asyncio.to_thread(self.shared.write, "downloads", job.key, job.snapshot())
 
     async def close(self) -> None:
         """Stop running downloads (their partial files stay, so a later start resumes them)."""
@@ -151,6 +180,7 @@ class DownloadManager:
     async def _run(self, job: DownloadJob, cancel: threading.Event) -> None:
         token: str | None = None
         where = f"{job.repo_id}@{job.revision}" if job.revision else job.repo_id
+        publisher = asyncio.create_task(self._publish(job), name=f"download {job.key} progress")
         try:
             token = self._token() or None
             if self.offline:
@@ -179,6 +209,8 @@ class DownloadManager:
                 (snap["finished_at"] or time.time()) - snap["started_at"],
                 snap["path"],
             )
+        finally:
+            publisher.cancel()
 
     def _download(self, job: DownloadJob, token: str | None, cancel: threading.Event) -> None:
         auth: str | bool = token if token else False  # False: never fall back to huggingface_hub's stored token

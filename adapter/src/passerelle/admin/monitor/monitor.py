@@ -52,7 +52,6 @@ class Monitor:
         self.downloads = downloads
         self.status: Status | None = None
         self.history = History(int(settings.metrics_window_s / settings.status_interval_s))
-        self._ready_since: dict[str, float] = {}
         self._http = httpx.AsyncClient(timeout=5.0, trust_env=False)
 
     async def run(self) -> None:
@@ -123,15 +122,11 @@ class Monitor:
     ) -> ModelState:
         key = entry.key
         triton_state = "LOADING" if self.control.loading(key) else state.get("state") or "UNAVAILABLE"
-        if triton_state == "READY":
-            self._ready_since.setdefault(key, now)
-        else:
-            self._ready_since.pop(key, None)
+        record = self.control.observed(key, triton_state == "READY", now)
         placement = list(entry.instance_groups)
         if triton_state == "READY":
             with contextlib.suppress(TritonFailure):
                 placement = (await self.triton.model_config(key)).get("instance_group", placement)
-        record = self.control.record(key)
         job = self.downloads.job(key)
         vllm = vllm_gauges(triton.metrics, key)
         return ModelState(
@@ -147,7 +142,7 @@ class Monitor:
             placement=placement,
             runtime=ModelRuntime(
                 endpoint=f"{self.settings.triton_grpc_url} model={key}",
-                loaded_at=record.loaded_at or self._ready_since.get(key),
+                loaded_at=record.loaded_at,
                 load_duration_s=record.load_duration_s,
                 config_override=record.override,
                 engine_args=entry.engine_args or None,
