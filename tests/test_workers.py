@@ -116,11 +116,22 @@ def _status(url: str) -> dict[str, Any]:
     return dict(response.json())
 
 
+def _agreeing_views(url: str, attempts: int = 10) -> list[dict[str, Any]]:
+    """Status views from both workers that agree. Each worker answers from its latest sample (taken
+    every STATUS_INTERVAL_S), so right after a change they may differ for one interval: ask again."""
+    differences: list[Any] = []
+    for _ in range(attempts):
+        views = [_stable_view(status) for status in _until_both_workers(url, lambda: _status(url))]
+        differences = [(key, [view[key] for view in views]) for key in views[0] if any(view[key] != views[0][key] for view in views)]
+        if not differences:
+            return views
+        time.sleep(1)
+    raise AssertionError(f"the workers kept disagreeing: {differences}")
+
+
 def test_admin_status_agrees_whichever_worker_answers(workers_url: str) -> None:
-    time.sleep(1.5)  # both workers have sampled Triton since the last change
-    views = [_stable_view(status) for status in _until_both_workers(workers_url, lambda: _status(workers_url))]
+    views = _agreeing_views(workers_url)
     assert views[0]["qwen"][0] == "READY"
-    assert all(view == views[0] for view in views), views
 
 
 def test_a_download_asked_of_both_workers_runs_once(workers_url: str, hub: HubServer) -> None:
@@ -139,13 +150,13 @@ def test_a_download_asked_of_both_workers_runs_once(workers_url: str, hub: HubSe
         sender.join()
     assert len({answer["started_at"] for answer in answers}) == 1, answers  # one job, joined by every call
     deadline = time.monotonic() + 60
-    while (download := _status(workers_url)["models"]["hub_public"]["download"])["state"] == "running":
+    while (download := _status(workers_url)["models"]["hub_public"]["download"]) is None or download["state"] == "running":
         assert time.monotonic() < deadline, download
         time.sleep(0.3)
     assert download["state"] == "done", download
     assert len(hub.file_gets(PUBLIC_REPO, BIG_FILE)) == 1
-    views = [_stable_view(status) for status in _until_both_workers(workers_url, lambda: _status(workers_url))]
-    assert all(view["hub_public"][4] == ("done", answers[0]["started_at"]) for view in views), views
+    views = _agreeing_views(workers_url)
+    assert views[0]["hub_public"][4] == ("done", answers[0]["started_at"]), views[0]
 
 
 def test_the_idle_ttl_still_unloads(workers_url: str, triton: grpcclient.InferenceServerClient) -> None:
