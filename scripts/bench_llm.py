@@ -10,15 +10,18 @@ C  vLLM's own OpenAI server (`vllm.entrypoints.openai.api_server`) with the engi
 All three servers are started once and stay up for the whole run (the vLLM server with Triton's niceness).
 For each --concurrency value: unmeasured warm-up requests to each target, then --rounds rounds of A, B, C
 (A B C A B C ...), so that the box's drift (±30 % run to run on 2 cores) hits every phase alike. Every phase
-of every round has its own tag in front of the prompt text, so that none reuses another's cached prefixes.
+of every round has its own tag in front of the prompt text, so that none reuses another's cached prefixes, and
+its own client (fresh connections: kept-alive ones would race the servers' keep-alive timeout between phases).
 
 Every request asks for exactly --max-tokens tokens (ignore_eos, temperature 0); one that returns another count
 (`num_output_tokens` in A, `usage` in B and C) is an error. Per request: latency (send -> last byte) and time to
 first token (first non-empty text); per phase: output tokens / phase wall time, and the CPU time (utime + stime
 + reaped children, from /proc/PID/stat) of each process group over the phase: the adapter's session,
 tritonserver, its Python backend stubs, its vLLM EngineCore and Worker, vLLM's API server and its EngineCore and
-Worker, this load generator, and the whole box (/proc/stat), each as CPU seconds per 1,000 output tokens of that
-phase. Every server is checked to be still running before each phase.
+Worker, this load generator, the whole box (/proc/stat) and what is not ours (box minus ours: pollution), each as
+CPU seconds per 1,000 output tokens of that phase. Before each phase every server is checked to be still running,
+and the benchmark waits until our servers are quiet (vLLM's workers spin for a second after their last step,
+which would bill the previous phase's engine to the next phase).
 
 The report (markdown tables) gives each round, then the median over rounds with [min-max] of tokens/s, TTFT,
 the within-round ratios B÷A and B÷C, and the CPU groups. All processes listen on loopback and are stopped
@@ -78,6 +81,10 @@ GROUPS = {
     "load generator": "ABC",
 }
 OPTIONAL_GROUPS = ("triton other", "vllm other")  # shown only when a process fell into them
+# Before each phase, wait (at most SETTLE_LIMIT_S) for a SETTLE_WINDOW_S window in which our servers use less than
+# SETTLE_QUIET of one core: vLLM's workers keep spinning for a second after their last step (shm_broadcast's
+# busy_loop_s), which would otherwise bill the previous phase's engine to the next phase.
+SETTLE_WINDOW_S, SETTLE_QUIET, SETTLE_LIMIT_S = 0.5, 0.1, 15.0
 
 
 @dataclass
@@ -104,6 +111,7 @@ class Phase:
     cpu: dict[str, float]  # CPU seconds per group during the measured run
     box_cpu: float  # CPU seconds of the whole box (all cores, /proc/stat) during the measured run
     others: list[str]  # other stacks or test runs seen on the box around the phase
+    settle: float  # seconds waited for our servers to go quiet before the phase
 
     @property
     def name(self) -> str:
@@ -122,15 +130,27 @@ class Phase:
         return self.tokens / self.load.wall if self.load.samples and self.load.wall else None
 
     def cpu_per_1k(self, group: str) -> float | None:
-        seconds = self.box_cpu if group == "whole box" else sum(self.cpu.values()) if group == "all ours" else self.cpu[group]
+        ours = sum(self.cpu.values())
+        seconds = {"all ours": ours, "whole box": self.box_cpu, "not ours": self.box_cpu - ours}.get(group)
+        seconds = self.cpu[group] if seconds is None else seconds
         return 1000 * seconds / self.tokens if self.tokens else None
 
 
 @dataclass
 class Target:
     key: str
-    one: Callable[[Any], Awaitable[Sample]]  # one request with a prepared payload
+    connect: Callable[[], Any]  # a new client, with its own connections, for one phase (closed by `await .close()`)
+    one: Callable[[Any, Any], Awaitable[Sample]]  # (client, prepared payload) -> one request
     prepare: Callable[[str], Any]  # user text -> payload (built before the clock starts)
+
+    async def run(self, payloads: list[Any], concurrency: int, limit_s: float) -> Load:
+        """A fresh client per phase: idle keep-alive connections kept from the previous phase would race the
+        servers' keep-alive timeout (uvicorn's 5 s) and fail a request now and then with a connection error."""
+        client = self.connect()
+        try:
+            return await run_load(lambda i: self.one(client, payloads[i]), len(payloads), concurrency, limit_s)
+        finally:
+            await client.close()
 
 
 @dataclass
@@ -326,6 +346,18 @@ def box_ticks() -> int:
     return values[0] + values[1] + values[2] + sum(values[5:8])
 
 
+async def settle(sessions: Sessions) -> float:
+    """Wait until our servers (all but this load generator) are quiet; return the seconds waited."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < SETTLE_LIMIT_S:
+        before = cpu_snapshot(sessions)
+        await asyncio.sleep(SETTLE_WINDOW_S)
+        busy = sum(seconds for group, seconds in cpu_delta(before, cpu_snapshot(sessions)).items() if group != "load generator")
+        if busy < SETTLE_QUIET * SETTLE_WINDOW_S:
+            break
+    return time.perf_counter() - started
+
+
 def foreign_processes(own_sessions: list[int]) -> list[str]:
     """Triton servers, vLLM engines and pytest runs that are not ours: they would pollute the figures."""
     listed = subprocess.run(["ps", "-eo", "pid=,sid=,args="], capture_output=True, text=True, check=False).stdout
@@ -342,17 +374,20 @@ async def measure(args: argparse.Namespace, target: Target, sessions: Sessions, 
     texts = [target.prepare(tag(target.key, concurrency, round_, i) + body) for i in range(args.requests)]
     sessions.check_alive(f"c={concurrency} round {round_} {PHASES[target.key]}")
     before_others = await asyncio.to_thread(foreign_processes, sessions.ids())
+    waited = await settle(sessions)
     load1 = os.getloadavg()[0]
     cpu_before, box_before = cpu_snapshot(sessions), box_ticks()
-    load = await run_load(lambda i: target.one(texts[i]), args.requests, concurrency, args.request_timeout)
+    load = await target.run(texts, concurrency, args.request_timeout)
     cpu_after, box_after = cpu_snapshot(sessions), box_ticks()
     after_others = await asyncio.to_thread(foreign_processes, sessions.ids())
     cpu = cpu_delta(cpu_before, cpu_after)
     others = sorted(set(before_others) | set(after_others))
-    phase = Phase(target.key, concurrency, round_, load, load1, cpu, (box_after - box_before) / CLK_TCK, others)
+    phase = Phase(target.key, concurrency, round_, load, load1, cpu, (box_after - box_before) / CLK_TCK, others, waited)
     print(
         f"c={concurrency} round {round_} {phase.name}: {phase.load.wall:.1f} s, {fmt_rate(phase.tokens_per_s)} tok/s, "
-        f"{len(load.errors)} errors",
+        f"{len(load.errors)} errors (after {waited:.1f} s for the servers to go quiet"
+        + (", NOT QUIET" if waited >= SETTLE_LIMIT_S else "")
+        + ")",
         flush=True,
     )
     return phase
@@ -361,42 +396,39 @@ async def measure(args: argparse.Namespace, target: Target, sessions: Sessions, 
 async def warm_up(args: argparse.Namespace, target: Target, concurrency: int, body: str) -> None:
     count = min(concurrency, 16) if args.warmup is None else args.warmup
     warm = [target.prepare(f"[w{target.key}{concurrency}-{i}] {body}") for i in range(count)]
-    warmed = await run_load(lambda i: target.one(warm[i]), count, concurrency, args.request_timeout)
+    warmed = await target.run(warm, concurrency, args.request_timeout)
     if warmed.errors:
         raise RuntimeError(f"{PHASES[target.key]}: warm-up failed: {warmed.errors[0]}")
 
 
-def openai_target(key: str, sdk: openai.AsyncOpenAI, max_tokens: int) -> Target:
-    return Target(key, lambda messages: openai_request(sdk, messages, max_tokens), chat)
+def openai_target(key: str, base_url: str, args: argparse.Namespace) -> Target:
+    def connect() -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key=API_KEY, max_retries=0, timeout=args.request_timeout)
+
+    return Target(key, connect, lambda sdk, messages: openai_request(sdk, messages, args.max_tokens), chat)
 
 
 async def run_rounds(
     args: argparse.Namespace, body: str, renderer: PromptRenderer, urls: dict[str, str], sessions: Sessions, phases: list[Phase]
 ) -> None:
     """Warm-up, then rounds A B C, for each concurrency; phases are appended as they finish (kept if interrupted)."""
-    triton = aioclient.InferenceServerClient(urls["A"])
-    sdks = {
-        key: openai.AsyncOpenAI(base_url=f"{urls[key]}/v1", api_key=API_KEY, max_retries=0, timeout=args.request_timeout)
-        for key in "BC"
-        if key in urls
-    }
     targets = [
-        Target("A", lambda prompt: triton_request(triton, prompt, args.max_tokens), lambda text: renderer.render_chat(chat(text, True)))
+        Target(
+            "A",
+            lambda: aioclient.InferenceServerClient(urls["A"]),
+            lambda client, prompt: triton_request(client, prompt, args.max_tokens),
+            lambda text: renderer.render_chat(chat(text, True)),
+        )
     ]
-    targets += [openai_target(key, sdk, args.max_tokens) for key, sdk in sdks.items()]
-    try:
-        for concurrency in args.concurrency:
+    targets += [openai_target(key, urls[key], args) for key in "BC" if key in urls]
+    for concurrency in args.concurrency:
+        for target in targets:
+            sessions.check_alive(f"the c={concurrency} warm-up of {PHASES[target.key]}")
+            await warm_up(args, target, concurrency, body)
+        print(f"c={concurrency}: warm-up done", flush=True)
+        for round_ in range(1, args.rounds + 1):
             for target in targets:
-                sessions.check_alive(f"the c={concurrency} warm-up of {PHASES[target.key]}")
-                await warm_up(args, target, concurrency, body)
-            print(f"c={concurrency}: warm-up done", flush=True)
-            for round_ in range(1, args.rounds + 1):
-                for target in targets:
-                    phases.append(await measure(args, target, sessions, concurrency, round_, body))
-    finally:
-        await triton.close()
-        for sdk in sdks.values():
-            await sdk.close()
+                phases.append(await measure(args, target, sessions, concurrency, round_, body))
 
 
 def reap_sessions(session_ids: list[int]) -> list[str]:
@@ -499,7 +531,7 @@ def fmt_ratio(value: float | None) -> str:
 
 
 def fmt_cpu(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
+    return "-" if value is None else f"{value:.3f}".replace("-0.000", "0.000")
 
 
 def divide(a: float | None, b: float | None) -> float | None:
@@ -569,13 +601,19 @@ def report(args: argparse.Namespace, facts: list[str], niceness: int, phases: li
     for fact in facts:
         print(f"- machine: {fact}")
     print(f"- arguments: {shlex.join(sys.argv[1:]) or '(defaults)'}")
+    servers = "tritonserver (with its stubs and engine)" + ("" if args.skip_vllm else " and vLLM's OpenAI server")
     print(
-        f"- niceness: tritonserver (with its stubs and engine) and vLLM's OpenAI server +{niceness}, the adapter and this load "
-        "generator 0;\n  all servers stay up for the whole run, and share the cores with the load generator"
+        f"- niceness: {servers} +{niceness}, the adapter and this load generator 0;\n"
+        "  all servers stay up for the whole run, and share the cores with the load generator"
+    )
+    print(
+        f"- before each phase: a wait (column 'settle s', at most {SETTLE_LIMIT_S:.0f} s) until our servers use under "
+        f"{SETTLE_QUIET:.0%} of a core over {SETTLE_WINDOW_S} s (vLLM's workers spin for 1 s after their last step)"
     )
     if args.rounds < 3:
         print(f"\n**NOTE: only {args.rounds} round(s): the figures below are NOT medians of 3 or more rounds; do not quote them.**")
-    groups = [g for g in GROUPS if g not in OPTIONAL_GROUPS or any(p.cpu[g] for p in phases)] + ["all ours", "whole box"]
+    shown = [g for g in GROUPS if not (args.skip_vllm and g.startswith("vllm"))]
+    groups = [g for g in shown if g not in OPTIONAL_GROUPS or any(p.cpu[g] for p in phases)] + ["all ours", "whole box", "not ours"]
     for concurrency in args.concurrency:
         mine = [p for p in phases if p.concurrency == concurrency]
         if not mine:
@@ -585,8 +623,21 @@ def report(args: argparse.Namespace, facts: list[str], niceness: int, phases: li
         for p in mine:
             timings = [fmt_ms(p.pct(what, q)) for what in ("latency", "ttft") for q in (50, 99)]
             rows.append([str(p.round), p.name, str(len(p.load.samples)), str(len(p.load.errors)), fmt_rate(p.tokens_per_s), *timings])
-            rows[-1] += [f"{p.load.wall:.1f}", f"{p.load1:.2f}"]
-        header = ["round", "phase", "ok", "err", "tok/s", "lat p50 ms", "lat p99 ms", "TTFT p50 ms", "TTFT p99 ms", "wall s", "load1"]
+            rows[-1] += [f"{p.load.wall:.1f}", f"{p.settle:.1f}", f"{p.load1:.2f}"]
+        header = [
+            "round",
+            "phase",
+            "ok",
+            "err",
+            "tok/s",
+            "lat p50 ms",
+            "lat p99 ms",
+            "TTFT p50 ms",
+            "TTFT p99 ms",
+            "wall s",
+            "settle s",
+            "load1",
+        ]
         print(table(header, rows))
         print("\nCPU seconds per 1,000 output tokens of the phase, per process group (each round):\n")
         rows = [[str(p.round), p.key, str(p.tokens), *(fmt_cpu(p.cpu_per_1k(g)) for g in groups)] for p in mine]
@@ -643,9 +694,14 @@ def report(args: argparse.Namespace, facts: list[str], niceness: int, phases: li
     for p in phases:
         for error in p.load.errors[:5]:
             print(f"error [c={p.concurrency} round {p.round} {p.name}] {error}")
+    seen: dict[str, list[str]] = {}  # a process not ours -> the phases it was seen around
+    for p in phases:
         for other in p.others:
-            print(f"WARNING [c={p.concurrency} round {p.round} {p.name}] not ours, running around this phase (figures polluted): {other}")
-    if phases and not any(p.others for p in phases):
+            seen.setdefault(other, []).append(f"c={p.concurrency} r{p.round} {p.key}")
+    for other, where in seen.items():
+        around = "all phases" if len(where) == len(phases) else ", ".join(where)
+        print(f"WARNING: not ours, running around {around} (figures polluted; see 'not ours' CPU): {other}")
+    if phases and not seen:
         print("No other Triton server, vLLM engine or pytest run was seen on the box around the phases.")
 
 
@@ -731,8 +787,11 @@ def main() -> int:
         cores = subprocess.run(["pgrep", "-af", "EngineCore"], capture_output=True, text=True, check=False).stdout.strip()
         print(f"cleanup: leftovers of ours {leftovers or 'none'}; EngineCore processes on the box: {cores or 'none'}", flush=True)
         report(args, facts, niceness, phases)
+    if any(p.load.errors for p in phases):
+        print(f"logs kept in {run_dir} (requests failed)")
+        return 1
     shutil.rmtree(run_dir, ignore_errors=True)  # kept (with its logs) when the run failed
-    return 1 if any(p.load.errors for p in phases) else 0
+    return 0
 
 
 if __name__ == "__main__":
