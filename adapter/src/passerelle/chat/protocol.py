@@ -11,10 +11,12 @@ truncate answers.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from passerelle.chat.structured import ResponseFormat, StructuredOutputs, constraint
 from passerelle.core.catalog import ServedModel
 from passerelle.core.errors import InvalidRequest
 
@@ -68,11 +70,6 @@ class StreamOptions(BaseModel):
     include_obfuscation: bool | None = None  # accepted, ignored
 
 
-class ResponseFormat(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    type: Literal["text", "json_object", "json_schema"]
-
-
 class SamplingFields(BaseModel):
     """Fields shared by chat and completions, with OpenAI's ranges."""
 
@@ -96,6 +93,7 @@ class SamplingFields(BaseModel):
     repetition_penalty: float | None = Field(default=None, gt=0.0, le=2.0)
     min_tokens: int | None = Field(default=None, ge=0)
     ignore_eos: bool | None = None
+    structured_outputs: StructuredOutputs | None = None
 
 
 class ChatCompletionRequest(SamplingFields):
@@ -217,7 +215,11 @@ def stop_list(stop: str | list[str] | None) -> list[str]:
 
 def check_common(request: SamplingFields) -> None:
     if request.logit_bias:
-        raise refuse("logit_bias", "the Triton vLLM backend contract has no logit bias input")
+        raise refuse(
+            "logit_bias",
+            "Triton's vLLM backend converts sampling_parameters values to int, float, bool or str only, so a logit_bias map "
+            "cannot reach vLLM",
+        )
     if request.stream_options is not None and not request.stream:
         raise InvalidRequest("'stream_options' is only allowed when 'stream' is true", param="stream_options", code="invalid_value")
     if request.n > 1 and request.temperature == 0:
@@ -256,8 +258,13 @@ def token_budget(model: ServedModel, requested: int | None, prompt_tokens: int, 
     return requested if requested is not None else room
 
 
-def sampling_parameters(request: SamplingFields, max_tokens: int, logprobs: int | None) -> dict[str, Any]:
+def sampling_parameters(
+    request: SamplingFields, max_tokens: int, logprobs: int | None, response_format: ResponseFormat | None = None
+) -> dict[str, Any]:
     params: dict[str, Any] = {"n": request.n, "max_tokens": max_tokens}
+    structured = constraint(response_format, request.structured_outputs)
+    if structured is not None:
+        params["structured_outputs"] = json.dumps(structured)  # NVIDIA's backend wants this value as a JSON string
     optional = {
         "temperature": request.temperature,
         "top_p": request.top_p,

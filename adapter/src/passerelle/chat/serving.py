@@ -52,8 +52,6 @@ def check_supported(request: ChatCompletionRequest) -> None:
         raise refuse("tool_choice", "tool calling is not implemented by this gateway yet")
     if request.functions or request.function_call is not None:
         raise refuse("functions", "function calling is not implemented by this gateway yet")
-    if request.response_format is not None and request.response_format.type != "text":
-        raise refuse("response_format", f"'{request.response_format.type}' output is not implemented yet; only 'text'")
     if request.modalities and set(request.modalities) != {"text"}:
         raise refuse("modalities", "this model answers in text only")
     if request.audio is not None:
@@ -161,7 +159,8 @@ def _render(
     field = "max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens"
     max_tokens = token_budget(model, requested, renderer.count_tokens(prompt), field)
     logprobs = (request.top_logprobs or 0) if request.logprobs else None
-    return Generation(prompt=prompt, sampling=sampling_parameters(request, max_tokens, logprobs), images=loaded, logprobs=request.logprobs)
+    sampling = sampling_parameters(request, max_tokens, logprobs, request.response_format)
+    return Generation(prompt=prompt, sampling=sampling, images=loaded, logprobs=request.logprobs)
 
 
 def _token_logprobs(positions: list[list[TokenChoice]], top: int) -> list[TokenLogprob]:
