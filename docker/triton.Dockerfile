@@ -12,9 +12,12 @@
 #   docker build -f docker/triton.Dockerfile -t passerelle/triton .
 #   docker build -f docker/triton.Dockerfile --build-arg TRITON_TAG=26.01 -t passerelle/triton .
 # Qwen3-VL needs vLLM >= 0.11, which the vllm-python-py3 images carry from 25.11 on; the build
-# fails on an older tag.
+# fails on an older tag. The default is 26.01: NVIDIA's vLLM backend reads structured outputs (JSON
+# schema, regex, choice, grammar) from the `structured_outputs` key of `sampling_parameters` only
+# after 25.11 (vllm_backend commit 83179b1, 2025-11-25; before, the key was `guided_decoding`), and
+# the adapter sends that key.
 
-ARG TRITON_TAG=25.11
+ARG TRITON_TAG=26.01
 FROM nvcr.io/nvidia/tritonserver:${TRITON_TAG}-vllm-python-py3
 
 LABEL org.opencontainers.image.title="passerelle-triton" \

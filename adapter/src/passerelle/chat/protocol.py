@@ -217,8 +217,8 @@ def check_common(request: SamplingFields) -> None:
     if request.logit_bias:
         raise refuse(
             "logit_bias",
-            "Triton's vLLM backend converts sampling_parameters values to int, float, bool or str only, so a logit_bias map "
-            "cannot reach vLLM",
+            "Triton's vLLM backend passes a logit_bias map to vLLM unconverted, so its token ids arrive as JSON strings "
+            "where vLLM needs integers",
         )
     if request.stream_options is not None and not request.stream:
         raise InvalidRequest("'stream_options' is only allowed when 'stream' is true", param="stream_options", code="invalid_value")
