@@ -31,17 +31,9 @@ import tritonclient.grpc as grpcclient
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' espeak-ng dialogue (speech.py)
 
 import speech
-from passerelle_stack.launcher import Stack, StackConfig
+from passerelle_stack.launcher import Stack, StackConfig, free_port
 
 API_KEY = "bench"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def looped(source: Path, minutes: float, target: Path) -> Path:
@@ -88,19 +80,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench_audio-"))
     print(f"work folder (logs, audio): {work}", flush=True)
     voices = speech.build(work / "speech")
-    # The four ports by name (not a **dict of them) so that StackConfig's fields are type-checked.
-    http_port, grpc_port, metrics_port, adapter_port = (free_port() for _ in range(4))
-    stack = Stack(
-        StackConfig(
-            run_dir=work / "stack",
-            profile="cpu",
-            adapter_env={"OPENAI_API_KEYS": API_KEY},
-            http_port=http_port,
-            grpc_port=grpc_port,
-            metrics_port=metrics_port,
-            adapter_port=adapter_port,
-        )
-    )
+    stack = Stack(StackConfig.on_free_ports(work / "stack", adapter_env={"OPENAI_API_KEYS": API_KEY}))
     rows = []
     try:
         stack.prepare()

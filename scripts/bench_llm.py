@@ -39,7 +39,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -60,7 +59,7 @@ import tritonclient.grpc.aio as aioclient
 from openai.types.chat import ChatCompletionMessageParam
 
 from passerelle.core.catalog import PromptRenderer
-from passerelle_stack.launcher import Stack, StackConfig, _wait_http
+from passerelle_stack.launcher import Stack, StackConfig, _wait_http, free_port
 
 MODEL = "qwen"
 SWITCHES = ("stream", "exclude_input_in_output", "return_finish_reason", "return_num_input_tokens", "return_num_output_tokens")
@@ -180,12 +179,6 @@ class Sessions:
                 return "tritonserver"
             return "triton engine core" if engine else "triton stubs" if "triton_python_b" in name else "triton other"
         return "vllm engine core" if engine else "vllm api server" if pid == sid else "vllm other"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def tag(key: str, concurrency: int, round_: int, index: int) -> str:
@@ -739,19 +732,7 @@ def main() -> int:
     signal.signal(signal.SIGALRM, on_signal)
     signal.alarm(args.time_limit)
     run_dir = Path(tempfile.mkdtemp(prefix="bench_llm-"))
-    # The four ports by name (not a **dict of them) so that StackConfig's fields are type-checked.
-    http_port, grpc_port, metrics_port, adapter_port = (free_port() for _ in range(4))
-    stack = Stack(
-        StackConfig(
-            run_dir=run_dir,
-            profile="cpu",
-            adapter_env={"OPENAI_API_KEYS": API_KEY},
-            http_port=http_port,
-            grpc_port=grpc_port,
-            metrics_port=metrics_port,
-            adapter_port=adapter_port,
-        )
-    )
+    stack = Stack(StackConfig.on_free_ports(run_dir, adapter_env={"OPENAI_API_KEYS": API_KEY}))
     # The vLLM server gets the niceness the launcher gives Triton on the CPU profile, so that neither is favoured.
     niceness = stack.config.triton_niceness if stack.config.profile == "cpu" else 0
     vllm_port = free_port()

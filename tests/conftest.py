@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import threading
 import time
 import urllib.request
@@ -61,12 +60,6 @@ def visible_text(token: str) -> str:
     shows in logprobs but leaves out of the text, or a byte-level token whose text is an incomplete UTF-8
     sequence ("\ufffd")."""
     return "" if re.fullmatch(r"<\|[^|<>]*\|>", token) else token.replace("\ufffd", "")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def png_bytes(width: int, height: int, color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
@@ -142,13 +135,8 @@ def _spare_repository(stack: Stack, root: Path) -> Path:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory, image_server: ImageServer) -> Iterator[Stack]:
     run_dir = tmp_path_factory.mktemp("stack")
-    config = StackConfig(
-        run_dir=run_dir,
-        profile="cpu",
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
-        adapter_port=free_port(),
+    config = StackConfig.on_free_ports(
+        run_dir,
         adapter_env={
             "OPENAI_API_KEYS": ",".join(API_KEYS),
             "CORS_ORIGINS": CORS_ORIGIN,
@@ -163,8 +151,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, image_server: ImageServer) -
             "STATUS_INTERVAL_S": "1",
             "MODEL_TTL_S": "ttl_echo=2",
         },
-        extra_repositories=[LIFECYCLE_REPOSITORY],
     )
+    config.extra_repositories.append(LIFECYCLE_REPOSITORY)
     stack = Stack(config)
     try:
         stack.prepare()

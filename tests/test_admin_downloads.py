@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ADMIN_KEY, free_port
+from conftest import ADMIN_KEY
 from hub_server import BIG_FILE, BIG_SIZE, PUBLIC_REPO, RIGHT_TOKEN, HubServer
-from passerelle_stack.launcher import Stack
+from passerelle_stack.launcher import Stack, free_port
 
 
 @pytest.fixture(scope="module")

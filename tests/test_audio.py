@@ -17,8 +17,8 @@ import openai
 import pytest
 import tritonclient.grpc as grpcclient
 
-from conftest import API_KEYS, free_port, png_bytes
-from passerelle_stack.launcher import Stack
+from conftest import API_KEYS, png_bytes
+from passerelle_stack.launcher import Stack, free_port
 from speech import SpeechSet, build
 
 AUTH = {"Authorization": f"Bearer {API_KEYS[0]}"}

@@ -9,8 +9,8 @@ import httpx
 import pytest
 import tritonclient.grpc as grpcclient
 
-from conftest import API_KEYS, SPARE_MODEL, ImageServer, assert_cancels, free_port
-from passerelle_stack.launcher import Stack
+from conftest import API_KEYS, SPARE_MODEL, ImageServer, assert_cancels
+from passerelle_stack.launcher import Stack, free_port
 
 HELLO = [{"role": "user", "content": "Hello"}]
 AUTH = {"Authorization": f"Bearer {API_KEYS[0]}"}

@@ -25,9 +25,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import free_port
 from passerelle.core.config import Settings
-from passerelle_stack.launcher import Stack
+from passerelle_stack.launcher import Stack, free_port
 
 MiB = 1 << 20
 BODY_LIMIT = Settings.model_fields["max_request_body_bytes"].default

@@ -21,8 +21,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from conftest import free_port, metric_value
-from passerelle_stack.launcher import Stack
+from conftest import metric_value
+from passerelle_stack.launcher import Stack, free_port
 
 LONG_CONTEXT = "qwen_long_context"
 CONTEXT = 50_000_000

@@ -12,8 +12,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import free_port
-from passerelle_stack.launcher import Stack
+from passerelle_stack.launcher import Stack, free_port
 
 PROMETHEUS = shutil.which("prometheus")
 

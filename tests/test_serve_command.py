@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from conftest import free_port
+from passerelle_stack.launcher import free_port
 
 
 def test_serve_prints_urls_and_ctrl_c_stops_everything(tmp_path: Path) -> None:

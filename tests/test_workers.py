@@ -20,9 +20,9 @@ import httpx
 import pytest
 import tritonclient.grpc as grpcclient
 
-from conftest import ADMIN_KEY, free_port, metric_value
+from conftest import ADMIN_KEY, metric_value
 from hub_server import BIG_FILE, PUBLIC_REPO, HubServer
-from passerelle_stack.launcher import Stack
+from passerelle_stack.launcher import Stack, free_port
 
 TTL_MODEL = "tiny_echo"
 ROUNDS = 60  # requests sent before giving up on seeing both workers (each round is a new connection)

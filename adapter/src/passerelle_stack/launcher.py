@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -47,6 +48,26 @@ class StackConfig:
     extra_repositories: list[Path] = field(default_factory=list)
     adapter_env: dict[str, str] = field(default_factory=dict)
     triton_niceness: int = 10  # CPU profile only: see start_triton
+
+    @classmethod
+    def on_free_ports(cls, run_dir: Path, profile: str = "cpu", adapter_env: dict[str, str] | None = None) -> StackConfig:
+        """A stack on loopback ports that are free now (benchmarks and tests run beside other stacks)."""
+        return cls(
+            run_dir=run_dir,
+            profile=profile,
+            http_port=free_port(),
+            grpc_port=free_port(),
+            metrics_port=free_port(),
+            adapter_port=free_port(),
+            adapter_env=adapter_env or {},
+        )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that the system reports free on `host` now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 def _wait_http(url: str, timeout: float, process: subprocess.Popen[bytes], what: str, log_path: Path) -> None:
