@@ -21,7 +21,10 @@ greedy outputs identical to transformers'.
 Special tokens follow the 2000 trained BPE tokens, in Qwen's order:
 <|endoftext|>=2000 (pad), <|im_start|>=2001, <|im_end|>=2002 (eos), ...,
 <|vision_start|>=2009, <|vision_end|>=2010, <|vision_pad|>=2011,
-<|image_pad|>=2012, <|video_pad|>=2013; config vocab_size is 2048.
+<|image_pad|>=2012, <|video_pad|>=2013; then Qwen's non-special added tokens
+<tool_call>=2014, </tool_call>=2015, ..., <tool_response>=2022, </tool_response>=2023,
+<think>=2024, </think>=2025; config vocab_size is 2048.  The chat template is
+Qwen3-VL's own (tools, Hermes tool calls, tool responses).
 
 Image tokens.  The image processor first resizes an image of W x H pixels with
 Qwen's ``smart_resize`` (factor F = patch_size * merge_size = 16 * 2 = 32):
@@ -39,6 +42,7 @@ bounds is never resized: 96x64 -> 3 * 2 = 6 tokens, 128x128 -> 16 tokens.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -46,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import save_file
-from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from tiny_build_report import CheckFailed, build_report
 
@@ -83,34 +87,149 @@ PRETOKENIZE_REGEX = (
     r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 )
 
-# Our own ChatML template in the Qwen-VL style (not Qwen's). Each message becomes
-# "<|im_start|>{role}\n{content}<|im_end|>\n" with the role rendered as given.
-# Content is a string or a list of parts: "text" parts render their text, image
-# parts (type "image"/"image_url", or a dict with an "image"/"image_url" key)
-# render one vision placeholder, video parts likewise with <|video_pad|>.
-# Deliberately, no default system message is inserted when the first message
-# is not a system message.  add_generation_prompt appends the assistant header.
-CHAT_TEMPLATE = """\
-{%- for message in messages -%}
-<|im_start|>{{ message['role'] }}
-{% if message['content'] is string -%}
-{{ message['content'] }}
-{%- elif message['content'] is not none -%}
-{%- for part in message['content'] -%}
-{%- if part['type'] == 'text' -%}
-{{ part['text'] }}
-{%- elif part['type'] in ['image', 'image_url'] or 'image' in part or 'image_url' in part -%}
-<|vision_start|><|image_pad|><|vision_end|>
-{%- elif part['type'] in ['video', 'video_url'] or 'video' in part or 'video_url' in part -%}
-<|vision_start|><|video_pad|><|vision_end|>
-{%- endif -%}
-{%- endfor -%}
-{%- endif -%}
-<|im_end|>
-{% endfor -%}
-{%- if add_generation_prompt -%}
-<|im_start|>assistant
-{% endif -%}
+# Qwen's added tokens that are not special (the tokenizer keeps them in decoded text whatever
+# skip_special_tokens says), in Qwen's order after <|video_pad|>: tool-call markup, fill-in-the-middle,
+# and think tags.
+ADDED_TOKENS = [
+    "<tool_call>",
+    "</tool_call>",
+    "<|fim_prefix|>",
+    "<|fim_middle|>",
+    "<|fim_suffix|>",
+    "<|fim_pad|>",
+    "<|repo_name|>",
+    "<|file_sep|>",
+    "<tool_response>",
+    "</tool_response>",
+    "<think>",
+    "</think>",
+]
+
+# The chat template of Qwen3-VL's Instruct models, byte for byte: the prompt format is a fact of
+# the model (system turn, tools in <tools>, Hermes <tool_call> JSON, <tool_response> turns, vision
+# placeholders). Its SHA-256 is CHAT_TEMPLATE_SHA256, the figure recorded for the template that
+# Qwen/Qwen3-VL-8B-Instruct ships; tests/test_chat_template.py checks both.
+CHAT_TEMPLATE_SHA256 = "3636d0f0bd6bef02654cdffdc447b79cb2cef8ab02cc75267345946291a489e4"
+CHAT_TEMPLATE = r"""{%- if tools %}
+    {{- '<|im_start|>system\n' }}
+    {%- if messages[0].role == 'system' %}
+        {%- if messages[0].content is string %}
+            {{- messages[0].content }}
+        {%- else %}
+            {%- for content in messages[0].content %}
+                {%- if 'text' in content %}
+                    {{- content.text }}
+                {%- endif %}
+            {%- endfor %}
+        {%- endif %}
+        {{- '\n\n' }}
+    {%- endif %}
+    {{- "# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>" }}
+    {%- for tool in tools %}
+        {{- "\n" }}
+        {{- tool | tojson }}
+    {%- endfor %}
+    {{- "\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n" }}
+{%- else %}
+    {%- if messages[0].role == 'system' %}
+        {{- '<|im_start|>system\n' }}
+        {%- if messages[0].content is string %}
+            {{- messages[0].content }}
+        {%- else %}
+            {%- for content in messages[0].content %}
+                {%- if 'text' in content %}
+                    {{- content.text }}
+                {%- endif %}
+            {%- endfor %}
+        {%- endif %}
+        {{- '<|im_end|>\n' }}
+    {%- endif %}
+{%- endif %}
+{%- set image_count = namespace(value=0) %}
+{%- set video_count = namespace(value=0) %}
+{%- for message in messages %}
+    {%- if message.role == "user" %}
+        {{- '<|im_start|>' + message.role + '\n' }}
+        {%- if message.content is string %}
+            {{- message.content }}
+        {%- else %}
+            {%- for content in message.content %}
+                {%- if content.type == 'image' or 'image' in content or 'image_url' in content %}
+                    {%- set image_count.value = image_count.value + 1 %}
+                    {%- if add_vision_id %}Picture {{ image_count.value }}: {% endif -%}
+                    <|vision_start|><|image_pad|><|vision_end|>
+                {%- elif content.type == 'video' or 'video' in content %}
+                    {%- set video_count.value = video_count.value + 1 %}
+                    {%- if add_vision_id %}Video {{ video_count.value }}: {% endif -%}
+                    <|vision_start|><|video_pad|><|vision_end|>
+                {%- elif 'text' in content %}
+                    {{- content.text }}
+                {%- endif %}
+            {%- endfor %}
+        {%- endif %}
+        {{- '<|im_end|>\n' }}
+    {%- elif message.role == "assistant" %}
+        {{- '<|im_start|>' + message.role + '\n' }}
+        {%- if message.content is string %}
+            {{- message.content }}
+        {%- else %}
+            {%- for content_item in message.content %}
+                {%- if 'text' in content_item %}
+                    {{- content_item.text }}
+                {%- endif %}
+            {%- endfor %}
+        {%- endif %}
+        {%- if message.tool_calls %}
+            {%- for tool_call in message.tool_calls %}
+                {%- if (loop.first and message.content) or (not loop.first) %}
+                    {{- '\n' }}
+                {%- endif %}
+                {%- if tool_call.function %}
+                    {%- set tool_call = tool_call.function %}
+                {%- endif %}
+                {{- '<tool_call>\n{"name": "' }}
+                {{- tool_call.name }}
+                {{- '", "arguments": ' }}
+                {%- if tool_call.arguments is string %}
+                    {{- tool_call.arguments }}
+                {%- else %}
+                    {{- tool_call.arguments | tojson }}
+                {%- endif %}
+                {{- '}\n</tool_call>' }}
+            {%- endfor %}
+        {%- endif %}
+        {{- '<|im_end|>\n' }}
+    {%- elif message.role == "tool" %}
+        {%- if loop.first or (messages[loop.index0 - 1].role != "tool") %}
+            {{- '<|im_start|>user' }}
+        {%- endif %}
+        {{- '\n<tool_response>\n' }}
+        {%- if message.content is string %}
+            {{- message.content }}
+        {%- else %}
+            {%- for content in message.content %}
+                {%- if content.type == 'image' or 'image' in content or 'image_url' in content %}
+                    {%- set image_count.value = image_count.value + 1 %}
+                    {%- if add_vision_id %}Picture {{ image_count.value }}: {% endif -%}
+                    <|vision_start|><|image_pad|><|vision_end|>
+                {%- elif content.type == 'video' or 'video' in content %}
+                    {%- set video_count.value = video_count.value + 1 %}
+                    {%- if add_vision_id %}Video {{ video_count.value }}: {% endif -%}
+                    <|vision_start|><|video_pad|><|vision_end|>
+                {%- elif 'text' in content %}
+                    {{- content.text }}
+                {%- endif %}
+            {%- endfor %}
+        {%- endif %}
+        {{- '\n</tool_response>' }}
+        {%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}
+            {{- '<|im_end|>\n' }}
+        {%- endif %}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\n' }}
+{%- endif %}
 """
 
 CORPUS = """\
@@ -236,14 +355,17 @@ def build_tokenizer(out: Path) -> tuple[dict[str, int], int]:
     corpus = CORPUS + CORPUS.lower() + CORPUS.upper()
     tok.train_from_iterator(corpus.splitlines(keepends=True), trainer=trainer)
     tok.add_special_tokens(SPECIAL_TOKENS)
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in ADDED_TOKENS])
     tok.save(str(out / "tokenizer.json"))
 
     ids: dict[str, int] = {}
-    for t in SPECIAL_TOKENS:
+    for t in SPECIAL_TOKENS + ADDED_TOKENS:
         token_id = tok.token_to_id(t)
-        if token_id is None:  # never: every special token was just added
-            raise RuntimeError(f"tiny Qwen: special token {t} is missing from the trained tokenizer")
+        if token_id is None:  # never: every added token was just added
+            raise RuntimeError(f"tiny Qwen: added token {t} is missing from the trained tokenizer")
         ids[t] = token_id
+    if hashlib.sha256(CHAT_TEMPLATE.encode()).hexdigest() != CHAT_TEMPLATE_SHA256:
+        raise CheckFailed("tiny Qwen: the chat template is not Qwen3-VL's (its SHA-256 differs)")
     (out / "chat_template.jinja").write_text(CHAT_TEMPLATE)
     write_json(
         out / "tokenizer_config.json",
@@ -260,7 +382,14 @@ def build_tokenizer(out: Path) -> tuple[dict[str, int], int]:
             "model_max_length": MODEL_MAX_LENGTH,
             "additional_special_tokens": SPECIAL_TOKENS[1:],
             "added_tokens_decoder": {
-                str(i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False, "special": True}
+                str(i): {
+                    "content": t,
+                    "lstrip": False,
+                    "normalized": False,
+                    "rstrip": False,
+                    "single_word": False,
+                    "special": t in SPECIAL_TOKENS,
+                }
                 for t, i in ids.items()
             },
         },

@@ -23,11 +23,14 @@ from passerelle.main import create_app
 from passerelle_stack.launcher import Stack
 
 SOURCE = Path(__file__).resolve().parents[1] / "adapter" / "src" / "passerelle"
-# Chat's own modules (structured.py checks the output constraint, here none), and the door to Triton.
+# Chat's own modules (structured.py and tools.py check the output constraint and the tools, here none),
+# and the door to Triton.
 EXPECTED_OUTSIDE_CORE = {
     "chat/router.py",
     "chat/protocol.py",
+    "chat/messages.py",
     "chat/structured.py",
+    "chat/tools.py",
     "chat/serving.py",
     "triton/client.py",
     "triton/lifecycle.py",

@@ -16,6 +16,9 @@ from conftest import API_KEYS, CORS_ORIGIN, ImageServer, png_bytes
 HELLO = [{"role": "user", "content": "Hello"}]
 
 
+WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+
+
 def chat(**fields: Any) -> dict[str, Any]:
     return {"model": "qwen", "messages": HELLO, "max_tokens": 2} | fields
 
@@ -53,8 +56,61 @@ CHAT_CASES: list[tuple[str, dict[str, Any], int, str, str | None]] = [
     ("too-many-stops", chat(stop=["a", "b", "c", "d", "e"]), 400, "invalid_value", "stop"),
     ("top-logprobs-without-logprobs", chat(top_logprobs=2), 400, "invalid_value", "top_logprobs"),
     ("top-logprobs-too-many", chat(logprobs=True, top_logprobs=50), 400, "invalid_value", "top_logprobs"),
-    ("tools", chat(tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}]), 400, "unsupported_parameter", "tools"),
-    ("tool-choice", chat(tool_choice="required"), 400, "unsupported_parameter", "tool_choice"),
+    (
+        "tool-without-a-name",
+        chat(tools=[{"type": "function", "function": {"parameters": {}}}]),
+        400,
+        "invalid_value",
+        "tools.0.function.name",
+    ),
+    (
+        "tool-schema-not-json-schema",
+        chat(tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "nonsense"}}}]),
+        400,
+        "invalid_json_schema",
+        "tools[0].function.parameters",
+    ),
+    (
+        "named-tool-not-given",
+        chat(tools=[WEATHER_TOOL], tool_choice={"type": "function", "function": {"name": "get_time"}}),
+        400,
+        "invalid_value",
+        "tool_choice.function.name",
+    ),
+    ("tool-choice-without-tools", chat(tool_choice="required"), 400, "invalid_value", "tool_choice"),
+    (
+        "tool-message-without-a-call",
+        chat(messages=[{"role": "user", "content": "hi"}, {"role": "tool", "tool_call_id": "call_9", "content": "18 C"}]),
+        400,
+        "invalid_value",
+        "messages[1].tool_call_id",
+    ),
+    (
+        "tool-call-arguments-not-json",
+        chat(
+            messages=[
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{x"}}]},
+            ]
+        ),
+        400,
+        "invalid_value",
+        "messages[1].tool_calls[0].function.arguments",
+    ),
+    (
+        "required-tool-with-response-format",
+        chat(tools=[WEATHER_TOOL], tool_choice="required", response_format={"type": "json_object"}),
+        400,
+        "invalid_value",
+        "response_format",
+    ),
+    (
+        "system-after-the-first-message",
+        chat(messages=[{"role": "user", "content": "hi"}, {"role": "system", "content": "be brief"}]),
+        400,
+        "invalid_value",
+        "messages[1].role",
+    ),
     ("response-format-unknown", chat(response_format={"type": "yaml"}), 400, "invalid_value", "response_format.type"),
     (
         "json-schema-missing",
@@ -89,13 +145,6 @@ CHAT_CASES: list[tuple[str, dict[str, Any], int, str, str | None]] = [
     ("choice-empty", chat(structured_outputs={"choice": []}), 400, "invalid_value", "structured_outputs.choice"),
     ("logit-bias", chat(logit_bias={"50256": -100}), 400, "unsupported_parameter", "logit_bias"),
     ("audio-output", chat(modalities=["text", "audio"]), 400, "unsupported_parameter", "modalities"),
-    (
-        "tool-message",
-        chat(messages=[*HELLO, {"role": "tool", "content": "42", "tool_call_id": "x"}]),
-        400,
-        "unsupported_parameter",
-        "messages[1].role",
-    ),
     (
         "audio-part",
         chat(messages=[{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}]}]),

@@ -2,8 +2,8 @@
 
 Layers, bottom up: `core` (configuration, catalog, errors, security, middleware, observability),
 `triton` (the only door to Triton), the capability packages, and `main` (the app factory). A module
-imports its own layer or lower ones; between capabilities, only legacy completions reuses chat's
-sampling fields and engine.
+imports its own layer or lower ones; between capabilities, only legacy completions and the Responses
+API reuse chat's sampling fields, preparation, tool calling and engine.
 """
 
 from __future__ import annotations
@@ -14,8 +14,14 @@ from pathlib import Path
 import pytest
 
 SOURCE = Path(__file__).resolve().parents[2] / "adapter" / "src" / "passerelle"
-LAYERS = {"core": 0, "triton": 1, "chat": 2, "completions": 2, "models": 2, "audio": 2, "admin": 2, "health": 2, "main": 3, "__main__": 4}
-SIDEWAYS = {("completions", "chat")}
+LAYERS = {
+    "core": 0,
+    "triton": 1,
+    **dict.fromkeys(("chat", "completions", "responses", "models", "audio", "admin", "health"), 2),
+    "main": 3,
+    "__main__": 4,
+}
+SIDEWAYS = {("completions", "chat"), ("responses", "chat")}
 MAX_LINES = 400
 MAX_ROUTER_LINES = 100
 

@@ -41,6 +41,8 @@ from passerelle.core.workers import PreparePool
 from passerelle.health import router as health
 from passerelle.models import router as models
 from passerelle.models.serving import ModelsServing
+from passerelle.responses import router as responses
+from passerelle.responses.serving import ResponsesServing
 from passerelle.triton.client import TritonClient
 from passerelle.triton.lifecycle import ModelControl
 
@@ -75,7 +77,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     monitor = Monitor(settings, triton, catalog, control, downloads)
     engine = LLMEngine(triton, control, metrics)
     pool = app.state.prepare_pool = PreparePool(settings.prepare_workers)
-    app.state.chat = ChatServing(catalog, engine, ImageLoader(settings), pool)
+    images = ImageLoader(settings)
+    app.state.chat = ChatServing(catalog, engine, images, pool)
+    app.state.responses = ResponsesServing(catalog, engine, images, pool)
     app.state.completions = CompletionServing(catalog, engine, pool)
     app.state.models = ModelsServing(catalog, triton)
     app.state.audio = AudioServing(
@@ -131,7 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.api_keys = APIKeyCheck([key.get_secret_value() for key in settings.openai_api_keys])
     app.state.admin_check = AdminCheck(settings.admin_api_key.get_secret_value() if settings.admin_api_key else None)
     install_error_handlers(app)
-    for module in (health, models, chat, completions, audio, admin):
+    for module in (health, models, chat, responses, completions, audio, admin):
         app.include_router(module.router)
     if settings.cors_origins:
         app.add_middleware(

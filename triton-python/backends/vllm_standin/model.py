@@ -13,7 +13,8 @@ nothing more, driving a real ``vllm`` ``AsyncLLM`` engine:
 * engine arguments: ``<model dir>/<version>/model.json`` -> ``AsyncEngineArgs``;
 * auto-completed config: the inputs and outputs below, decoupled, max_batch_size 0;
 * ``text_input`` is the raw prompt; ``image`` holds base64 strings (no data: prefix);
-* ``sampling_parameters`` is JSON of ``SamplingParams`` fields (``structured_outputs``
+* ``sampling_parameters`` is JSON of ``SamplingParams`` fields, converted as NVIDIA's
+  ``TritonSamplingParams.from_dict`` does (``build_sampling_params``; ``structured_outputs``
   itself a JSON string);
 * ``exclude_input_in_output`` defaults to false when not streaming (the prompt is
   prepended) and must not be false when streaming;
@@ -166,20 +167,72 @@ def parse_request(request: Any) -> ParsedRequest:
 
 
 def build_sampling_params(raw: dict[str, Any]) -> SamplingParams:
+    """``sampling_parameters`` -> ``SamplingParams`` with the conversions of NVIDIA's
+    ``TritonSamplingParams.from_dict`` (so that this profile accepts no more than production):
+
+    * keys whose value is null are dropped (vLLM's defaults apply);
+    * ``structured_outputs`` must be a JSON *string* of ``StructuredOutputsParams`` fields;
+      ``guided_decoding`` (the pre-26.01 key, a string or an object) is mapped to it;
+    * a value whose ``SamplingParams`` annotation is int, float, bool, str or ``int | None`` is
+      passed through that type (``"0.5"`` becomes 0.5; any non-empty string is true); every other
+      value (``logit_bias``, ``stop``, ``allowed_token_ids``, ...) reaches vLLM as JSON decoded it;
+    * a structured-outputs ``json`` must be an object, ``choice`` a list of strings, ``regex`` and
+      ``grammar`` must compile.
+    NVIDIA's backend logs a failure here and then fails the request with an unrelated message
+    ("'NoneType' object has no attribute 'lora_name'"); this stand-in answers INVALID_ARG with the cause.
+    """
+    from typing import Optional
+
     from vllm.sampling_params import SamplingParams, StructuredOutputsParams
 
-    params = dict(raw)
-    if params.pop("lora_name", None) is not None:
-        raise RequestError("LoRA feature is not enabled.")
-    if "structured_outputs" in params:
-        try:
-            params["structured_outputs"] = StructuredOutputsParams(**json.loads(params["structured_outputs"]))
-        except (TypeError, ValueError) as exc:
-            raise RequestError(f"structured_outputs must be a JSON string of StructuredOutputsParams: {exc}") from exc
+    conversions: dict[Any, type] = {int: int, float: float, bool: bool, str: str, Optional[int]: int}  # noqa: UP045 - the backend's own key
+    annotations = SamplingParams.__annotations__
     try:
+        params = {key: value for key, value in raw.items() if value is not None}
+        if params.pop("lora_name", None) is not None:
+            raise RequestError("LoRA feature is not enabled.")
+        if "structured_outputs" in params:
+            params["structured_outputs"] = StructuredOutputsParams(**json.loads(params["structured_outputs"]))
+        legacy = params.pop("guided_decoding", None)
+        if legacy is not None:
+            legacy = dict(json.loads(legacy) if isinstance(legacy, str) else legacy)
+            backend = legacy.pop("backend", None)
+            if backend is not None and backend not in ("xgrammar", "xgrammar:no-fallback", "auto", "xgrammar:_auto"):
+                raise ValueError(f"guided_decoding.backend is no longer supported request-level. Provided: {backend}")
+            params.setdefault("structured_outputs", StructuredOutputsParams(**legacy))
+        for key, value in params.items():
+            if key in annotations and annotations[key] in conversions:
+                params[key] = conversions[annotations[key]](value)
+        _check_structured_outputs(params.get("structured_outputs"))
         return SamplingParams(**params)
-    except (TypeError, ValueError) as exc:
-        raise RequestError(f"Invalid sampling_parameters: {exc}") from exc
+    except RequestError:
+        raise
+    except Exception as exc:
+        raise RequestError(f"Was trying to create `TritonSamplingParams`, but got exception: {exc}") from exc
+
+
+def _check_structured_outputs(params: Any) -> None:
+    """The checks of ``TritonSamplingParams.__post_init__``."""
+    if params is None:
+        return
+    if params.regex:
+        from interegular.patterns import parse_pattern
+
+        try:
+            parse_pattern(params.regex)
+        except Exception as exc:
+            raise ValueError(f"Invalid regex constraint for structured outputs: {exc}") from exc
+    if params.grammar:
+        from xgrammar import Grammar
+
+        try:
+            Grammar.from_ebnf(params.grammar)
+        except RuntimeError as exc:
+            raise ValueError(f"Invalid BNF grammar for structured outputs: {exc}") from exc
+    if params.choice and (not isinstance(params.choice, list) or not all(isinstance(item, str) for item in params.choice)):
+        raise ValueError("structured_outputs.choice must be a list of strings")
+    if params.json and not isinstance(params.json, dict):
+        raise ValueError("structured_outputs.json must be a JSON schema dictionary")
 
 
 def build_response(parsed: ParsedRequest, output: RequestOutput, states: list[ChoiceState], first: bool) -> Any:

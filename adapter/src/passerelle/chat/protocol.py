@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from passerelle.chat.structured import ResponseFormat, StructuredOutputs, constraint
+from passerelle.chat.tools import AssistantToolCall, ChatTool, ToolChoice, ToolPlan
 from passerelle.core.catalog import ServedModel
 from passerelle.core.errors import InvalidRequest
 
@@ -57,7 +58,7 @@ class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None  # accepted, ignored
-    tool_calls: list[dict[str, Any]] | None = None
+    tool_calls: list[AssistantToolCall] | None = None
     tool_call_id: str | None = None
     function_call: dict[str, Any] | None = None
     refusal: str | None = None  # accepted on assistant turns, ignored
@@ -102,8 +103,8 @@ class ChatCompletionRequest(SamplingFields):
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     response_format: ResponseFormat | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    tools: list[ChatTool] | None = None
+    tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
     functions: list[dict[str, Any]] | None = None
     function_call: str | dict[str, Any] | None = None
@@ -149,11 +150,22 @@ class ChoiceLogprobs(BaseModel):
     refusal: None = None
 
 
+class ResponseFunction(BaseModel):
+    name: str
+    arguments: str
+
+
+class ResponseToolCall(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: ResponseFunction
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
     refusal: None = None
-    tool_calls: list[Any] | None = None
+    tool_calls: list[ResponseToolCall] | None = None
 
 
 class ChatChoice(BaseModel):
@@ -176,6 +188,8 @@ class ChatCompletion(BaseModel):
 class ChunkDelta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    # {"index", "id", "type", "function": {"name", "arguments"}} first, then {"index", "function": {"arguments"}}
+    tool_calls: list[dict[str, Any]] | None = Field(default=None, exclude_if=lambda calls: calls is None)
 
 
 class ChatChunkChoice(BaseModel):
@@ -259,12 +273,19 @@ def token_budget(model: ServedModel, requested: int | None, prompt_tokens: int, 
 
 
 def sampling_parameters(
-    request: SamplingFields, max_tokens: int, logprobs: int | None, response_format: ResponseFormat | None = None
+    request: SamplingFields,
+    max_tokens: int,
+    logprobs: int | None,
+    response_format: ResponseFormat | None = None,
+    tools: ToolPlan | None = None,
 ) -> dict[str, Any]:
     params: dict[str, Any] = {"n": request.n, "max_tokens": max_tokens}
-    structured = constraint(response_format, request.structured_outputs)
+    structured = constraint(response_format, request.structured_outputs, tools.constraint if tools else None)
     if structured is not None:
         params["structured_outputs"] = json.dumps(structured)  # NVIDIA's backend wants this value as a JSON string
+    if tools is not None and tools.parse:
+        # As vLLM's hermes parser does: some models mark the call tags special, and skipped tags break parsing.
+        params["skip_special_tokens"] = False
     optional = {
         "temperature": request.temperature,
         "top_p": request.top_p,

@@ -12,7 +12,9 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.responses import Response
 
+from passerelle.chat.hermes import HermesStream, StreamDelta, extract
 from passerelle.chat.images import ImageLoader
+from passerelle.chat.messages import ImageSources, template_messages
 from passerelle.chat.protocol import (
     AssistantMessage,
     ChatChoice,
@@ -22,8 +24,8 @@ from passerelle.chat.protocol import (
     ChatCompletionRequest,
     ChoiceLogprobs,
     ChunkDelta,
-    ImagePart,
-    TextPart,
+    ResponseFunction,
+    ResponseToolCall,
     TokenLogprob,
     TopLogprob,
     Usage,
@@ -32,6 +34,7 @@ from passerelle.chat.protocol import (
     sampling_parameters,
     token_budget,
 )
+from passerelle.chat.tools import ToolPlan, new_call_id, plan
 from passerelle.core.catalog import Catalog, PromptRenderer, ServedModel
 from passerelle.core.errors import InvalidRequest, TritonFailure
 from passerelle.core.observability import Metrics
@@ -40,18 +43,13 @@ from passerelle.core.workers import PreparePool
 from passerelle.triton.client import Delta, Generation, TokenChoice, TritonClient
 from passerelle.triton.lifecycle import ModelControl
 
-_ROLES = {"developer": "system"}
 _NOTHING_MORE = '"logprobs":null,"finish_reason":null'
 
 
 def check_supported(request: ChatCompletionRequest) -> None:
     check_common(request)
-    if request.tools:
-        raise refuse("tools", "tool calling is not implemented by this gateway yet")
-    if request.tool_choice not in (None, "none"):
-        raise refuse("tool_choice", "tool calling is not implemented by this gateway yet")
     if request.functions or request.function_call is not None:
-        raise refuse("functions", "function calling is not implemented by this gateway yet")
+        raise refuse("functions", "the deprecated functions API is not implemented; use 'tools' and 'tool_choice'")
     if request.modalities and set(request.modalities) != {"text"}:
         raise refuse("modalities", "this model answers in text only")
     if request.audio is not None:
@@ -64,62 +62,6 @@ def check_supported(request: ChatCompletionRequest) -> None:
         raise refuse("web_search_options", "this gateway has no web search")
     if request.top_logprobs is not None and not request.logprobs:
         raise InvalidRequest("'top_logprobs' requires 'logprobs' to be true", param="top_logprobs", code="invalid_value")
-
-
-ImageSources = list[tuple[str | bytes, str]]  # (a data: URL or fetched bytes, its param)
-
-
-async def _template_messages(
-    request: ChatCompletionRequest, model: ServedModel, images: ImageLoader
-) -> tuple[list[dict[str, Any]], ImageSources, int]:
-    """The messages as the chat template takes them, the images' sources and the characters of text."""
-    count = sum(
-        isinstance(part, ImagePart) for message in request.messages if isinstance(message.content, list) for part in message.content
-    )
-    if count > model.image_limit:
-        raise InvalidRequest(
-            f"this model accepts at most {model.image_limit} images per request; got {count}", param="messages", code="too_many_images"
-        )
-    messages: list[dict[str, Any]] = []
-    sources: ImageSources = []
-    chars = 0
-    for index, message in enumerate(request.messages):
-        where = f"messages[{index}]"
-        if message.role in ("tool", "function") or message.tool_calls or message.function_call or message.tool_call_id:
-            raise refuse(f"{where}.role", "tool and function messages need tool calling, which is not implemented yet")
-        if message.audio is not None:
-            raise refuse(f"{where}.audio", "audio in messages is not supported by this model")
-        content = message.content
-        if content is None:
-            if message.role != "assistant":
-                raise InvalidRequest(f"{where}.content is required", param=f"{where}.content", code="invalid_value")
-            content = ""
-        parts: list[dict[str, Any]] = []
-        if isinstance(content, str):
-            parts.append({"type": "text", "text": content})
-            chars += len(content)
-        else:
-            for part_index, part in enumerate(content):
-                param = f"{where}.content[{part_index}]"
-                if isinstance(part, TextPart):
-                    parts.append({"type": "text", "text": part.text})
-                    chars += len(part.text)
-                elif isinstance(part, ImagePart):
-                    if message.role != "user":
-                        raise InvalidRequest(f"{param}: images are only allowed in user messages", param=param, code="invalid_value")
-                    url_param = f"{param}.image_url.url"
-                    sources.append((await images.fetch(part.image_url.url, url_param), url_param))
-                    parts.append({"type": "image"})
-                elif part.type == "refusal" and message.role == "assistant":
-                    continue
-                else:
-                    raise InvalidRequest(
-                        f"{param}: content parts of type '{part.type}' are not supported by this model",
-                        param=param,
-                        code="unsupported_content",
-                    )
-        messages.append({"role": _ROLES.get(message.role, message.role), "content": parts})
-    return messages, sources, chars
 
 
 def check_prompt_chars(model: ServedModel, renderer: PromptRenderer, chars: int, param: str) -> None:
@@ -136,13 +78,18 @@ def check_prompt_chars(model: ServedModel, renderer: PromptRenderer, chars: int,
 
 async def prepare(
     request: ChatCompletionRequest, model: ServedModel, renderer: PromptRenderer, images: ImageLoader, pool: PreparePool
-) -> Generation:
+) -> tuple[Generation, ToolPlan | None]:
     """Check the request and fetch its image URLs on the loop; decode the images, render the prompt and
     count its tokens in the preparation pool (one job: one thread per request)."""
     check_supported(request)
-    messages, sources, chars = await _template_messages(request, model, images)
+    options = request.structured_outputs
+    tools = plan(request.tools, request.tool_choice, request.parallel_tool_calls, bool(options and options.disable_any_whitespace))
+    messages, sources, chars = await template_messages(request, model, images)
+    if tools is not None:
+        chars += len(json.dumps(tools.shown, ensure_ascii=False))
     check_prompt_chars(model, renderer, chars, "messages")
-    return await pool.run(_render, request, model, renderer, images, messages, sources)
+    generation = await pool.run(_render, request, model, renderer, images, messages, sources, tools)
+    return generation, tools
 
 
 def _render(
@@ -152,14 +99,15 @@ def _render(
     images: ImageLoader,
     messages: list[dict[str, Any]],
     sources: ImageSources,
+    tools: ToolPlan | None,
 ) -> Generation:
     loaded = [images.prepare(source, param) for source, param in sources]
-    prompt = renderer.render_chat(messages)
+    prompt = renderer.render_chat(messages, tools.shown if tools and tools.shown else None)
     requested = request.max_completion_tokens if request.max_completion_tokens is not None else request.max_tokens
     field = "max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens"
     max_tokens = token_budget(model, requested, renderer.count_tokens(prompt), field)
     logprobs = (request.top_logprobs or 0) if request.logprobs else None
-    sampling = sampling_parameters(request, max_tokens, logprobs, request.response_format)
+    sampling = sampling_parameters(request, max_tokens, logprobs, request.response_format, tools)
     return Generation(prompt=prompt, sampling=sampling, images=loaded, logprobs=request.logprobs)
 
 
@@ -186,8 +134,10 @@ class ChatAccumulator:
     made once per request: only the text is serialised per chunk. Other chunks go through the models.
     """
 
-    def __init__(self, request: ChatCompletionRequest, request_id: str, model_name: str) -> None:
+    def __init__(self, request: ChatCompletionRequest, request_id: str, model_name: str, tools: ToolPlan | None = None) -> None:
         self.request = request
+        # With tools, each choice's text is read for Hermes calls as it streams.
+        self.parsers = [HermesStream(new_call_id) for _ in range(request.n)] if tools is not None and tools.parse else None
         self.id = f"chatcmpl-{request_id}"
         self.created = int(time.time())
         self.model = model_name
@@ -225,15 +175,19 @@ class ChatAccumulator:
         return Usage.of(self.prompt_tokens, self.completion_tokens)
 
     def completion(self) -> ChatCompletion:
-        choices = [
-            ChatChoice(
-                index=index,
-                message=AssistantMessage(content=text),
-                logprobs=ChoiceLogprobs(content=self.logprobs[index]) if self.request.logprobs else None,
-                finish_reason=self.reasons[index],
-            )
-            for index, text in enumerate("".join(pieces) for pieces in self.pieces)
-        ]
+        choices = []
+        for index, pieces in enumerate(self.pieces):
+            message, reason = AssistantMessage(content="".join(pieces)), self.reasons[index]
+            if self.parsers is not None and message.content is not None:
+                found = extract(message.content, new_call_id)
+                message.content = found.content
+                if found.calls:
+                    message.tool_calls = [
+                        ResponseToolCall(id=c.id, function=ResponseFunction(name=c.name, arguments=c.arguments)) for c in found.calls
+                    ]
+                    reason = "tool_calls" if reason == "stop" else reason
+            logprobs = ChoiceLogprobs(content=self.logprobs[index]) if self.request.logprobs else None
+            choices.append(ChatChoice(index=index, message=message, logprobs=logprobs, finish_reason=reason))
         return ChatCompletion(id=self.id, created=self.created, model=self.model, choices=choices, usage=self.usage())
 
     def chunk(self, choices: list[ChatChunkChoice], usage: Usage | None = None) -> str:
@@ -254,8 +208,45 @@ class ChatAccumulator:
         )
         return self._head + choices + self._tail
 
+    def parsed_chunk(self, content: list[tuple[int, str, list[TokenLogprob]]]) -> str | None:
+        """Content read for tool calls: the text that is content, and the calls' deltas."""
+        assert self.parsers is not None
+        choices = []
+        for index, text, logprobs in content:
+            parsed = self.parsers[index].feed(text)
+            if parsed or logprobs:
+                choices.append(self._parsed_choice(index, parsed, logprobs))
+        return self.chunk(choices) if choices else None
+
+    def _parsed_choice(self, index: int, parsed: StreamDelta, logprobs: list[TokenLogprob]) -> ChatChunkChoice:
+        calls: list[dict[str, Any]] = [
+            {"index": c.index, "id": c.id, "type": "function", "function": {"name": c.name, "arguments": ""}}
+            if c.name is not None
+            else {"index": c.index, "function": {"arguments": c.arguments}}
+            for c in parsed.calls
+        ]
+        return ChatChunkChoice(
+            index=index,
+            delta=ChunkDelta(content=parsed.content or None, tool_calls=calls or None),
+            logprobs=ChoiceLogprobs(content=logprobs) if self.request.logprobs else None,
+        )
+
     def finish_chunk(self, finished: list[tuple[int, str]]) -> str:
         return self.chunk([ChatChunkChoice(index=index, delta=ChunkDelta(), finish_reason=reason) for index, reason in finished])
+
+    def finishing(self, finished: list[tuple[int, str]]) -> list[str]:
+        """The finish chunks; with tools, first the text that became neither content nor a call, and
+        "tool_calls" for a choice that called."""
+        if self.parsers is None:
+            return [self.finish_chunk(finished)]
+        chunks, reasons = [], []
+        for index, reason in finished:
+            parser = self.parsers[index]
+            rest = parser.finish()
+            if rest:
+                chunks.append(self.chunk([self._parsed_choice(index, rest, [])]))
+            reasons.append((index, "tool_calls" if parser.called and reason == "stop" else reason))
+        return [*chunks, self.finish_chunk(reasons)]
 
     async def sse(self, deltas: AsyncGenerator[Delta]) -> AsyncGenerator[str]:
         async with aclosing(deltas):
@@ -263,9 +254,12 @@ class ChatAccumulator:
             async for delta in deltas:
                 content, finished = self.add(delta)
                 if content:
-                    yield self.content_chunk(content)
+                    chunk = self.content_chunk(content) if self.parsers is None else self.parsed_chunk(content)
+                    if chunk is not None:
+                        yield chunk
                 if finished:
-                    yield self.finish_chunk(finished)
+                    for chunk in self.finishing(finished):
+                        yield chunk
         if self.request.stream_options is not None and self.request.stream_options.include_usage:
             yield self.chunk([], usage=self.usage())
 
@@ -304,9 +298,9 @@ class ChatServing:
     async def create(self, body: ChatCompletionRequest, request: Request) -> Response | ChatCompletion:
         model = self.catalog.require(body.model, task="chat")
         request.state.model = model.key
-        generation = await prepare(body, model, await self.catalog.renderer(model), self.images, self.pool)
+        generation, tools = await prepare(body, model, await self.catalog.renderer(model), self.images, self.pool)
         request_id = request.state.request_id
-        accumulator = ChatAccumulator(body, request_id, model.root)
+        accumulator = ChatAccumulator(body, request_id, model.root, tools)
         deltas = self.engine.generate(model.key, generation, request_id)
         to_error = self.engine.to_error(model.key)
         if body.stream:

@@ -70,9 +70,23 @@ def checked_schema(schema: dict[str, Any] | str, param: str) -> dict[str, Any]:
     return schema
 
 
-def constraint(response_format: ResponseFormat | None, extension: StructuredOutputs | None) -> dict[str, Any] | None:
-    """The `StructuredOutputsParams` fields for the engine, or None when the output is free."""
+def constraint(
+    response_format: ResponseFormat | None, extension: StructuredOutputs | None, tool_calls: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """The `StructuredOutputsParams` fields for the engine, or None when the output is free.
+
+    `tool_calls` is the structural tag that tool calling asks for (`chat/tools.py`); it is one
+    constraint like the others, so it cannot be combined with them.
+    """
     fields: dict[str, Any] = {}
+    if tool_calls is not None:
+        if response_format is not None and response_format.type != "text":
+            raise InvalidRequest(
+                "this tool_choice constrains the answer to tool calls, so it cannot be combined with response_format",
+                param="response_format",
+                code="invalid_value",
+            )
+        fields["structural_tag"] = json.dumps(tool_calls)
     if response_format is not None and response_format.type == "json_schema":
         given = response_format.json_schema
         if given is None or given.schema_ is None:
@@ -89,7 +103,7 @@ def constraint(response_format: ResponseFormat | None, extension: StructuredOutp
         kinds = [kind for kind in _CONSTRAINTS if given_fields.get(kind) not in (None, False)]
         if len(kinds) + len(fields) > 1:
             raise InvalidRequest(
-                "give one output constraint: response_format, or one of structured_outputs' "
+                "give one output constraint: response_format, a constraining tool_choice, or one of structured_outputs' "
                 f"{', '.join(_CONSTRAINTS)} (got {', '.join([*fields, *kinds])})",
                 param="structured_outputs",
                 code="invalid_value",

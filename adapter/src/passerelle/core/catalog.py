@@ -132,9 +132,9 @@ class PromptRenderer:
         """More characters than this cannot fit in `context_tokens` tokens."""
         return context_tokens * self.max_token_chars
 
-    def render_chat(self, messages: list[dict[str, Any]]) -> str:
+    def render_chat(self, messages: list[dict[str, Any]], tools: list[dict[Any, Any]] | None = None) -> str:
         rendered = self.tokenizer.apply_chat_template(
-            messages, chat_template=self.chat_template, tokenize=False, add_generation_prompt=True
+            messages, tools=list(tools) if tools else None, chat_template=self.chat_template, tokenize=False, add_generation_prompt=True
         )
         return str(rendered)
 

@@ -107,17 +107,36 @@ class ClosingStreamingResponse(StreamingResponse):
                 await body.aclose()
 
 
-def sse_response(events: AsyncGenerator[str], to_error: ToError) -> StreamingResponse:
+def _chat_frame(event: str) -> str:
+    return f"data: {event}\n\n"
+
+
+def _chat_error(error: APIError) -> str:
+    return f"data: {error.response().model_dump_json()}\n\n"
+
+
+def sse_response(
+    events: AsyncGenerator[str],
+    to_error: ToError,
+    *,
+    frame: Callable[[str], str] = _chat_frame,
+    error_frame: Callable[[APIError], str] = _chat_error,
+    end: str | None = "data: [DONE]\n\n",
+) -> StreamingResponse:
+    """Server-sent events: by default chat's (`data:` lines, an error object, `[DONE]`); the Responses
+    API frames its own typed events and ends without a sentinel."""
+
     async def body() -> AsyncIterator[str]:
         try:
             async with aclosing(events):
                 async for event in events:
-                    yield f"data: {event}\n\n"
+                    yield frame(event)
         except TritonFailure as failure:
-            yield f"data: {to_error(failure).response().model_dump_json()}\n\n"
+            yield error_frame(to_error(failure))
         except APIError as error:
-            yield f"data: {error.response().model_dump_json()}\n\n"
-        yield "data: [DONE]\n\n"
+            yield error_frame(error)
+        if end is not None:
+            yield end
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return ClosingStreamingResponse(body(), media_type="text/event-stream", headers=headers)
