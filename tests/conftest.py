@@ -11,10 +11,11 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import openai
@@ -264,3 +265,34 @@ def assert_cancels(stack: Stack, attempt: Callable[[], None], tries: int = 3) ->
             return
         seen.append((before, after))
     raise AssertionError(f"no attempt was aborted: {seen}")
+
+
+class Triton:
+    """Triton's own request trace at the TENSORS level: the input tensors as they reached Triton."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.new: list[Path] = []
+
+    def _files(self) -> set[Path]:
+        trace = self.stack.trace_file
+        return set(trace.parent.glob(trace.name + "*"))
+
+    @contextmanager
+    def tensors(self, model: str) -> Iterator[None]:
+        before = self._files()
+        setting = f"{self.stack.triton_http}/v2/models/{model}/trace/setting"
+        httpx.post(setting, json={"trace_level": ["TENSORS"], "trace_rate": "1", "log_frequency": "1"}).raise_for_status()
+        try:
+            yield
+        finally:
+            httpx.post(setting, json={"trace_level": ["OFF"]}).raise_for_status()
+            self.new = sorted(self._files() - before, key=lambda path: int(path.suffix.lstrip(".") or 0))
+
+    def sampling_parameters(self) -> list[dict[str, Any]]:
+        """Each traced request's `sampling_parameters`, in order (the trace writes BYTES data unescaped)."""
+        found = []
+        for path in self.new:
+            text = path.read_text(encoding="utf-8")
+            found += [json.loads(data) for data in re.findall(r'"name":"sampling_parameters","data":"\\"(.*?)\\"","shape"', text, re.S)]
+        return found

@@ -18,7 +18,9 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 from pydantic import BaseModel, Field
 
+from conftest import Triton
 from passerelle.core.catalog import PromptRenderer
+from passerelle_stack.launcher import Stack
 
 WEATHER_SCHEMA = {
     "type": "object",
@@ -165,3 +167,19 @@ def test_a_tool_round_trip_reaches_the_template(client: openai.OpenAI, tiny_mode
     )
     assert "<tool_response>\n14:05\n</tool_response>" in prompt
     assert answer.usage is not None and answer.usage.prompt_tokens == renderer.count_tokens(prompt)
+
+
+def test_the_markup_tokens_are_kept_in_the_engine(client: openai.OpenAI, stack: Stack) -> None:
+    """With tools, `skip_special_tokens: false` reaches Triton in `sampling_parameters` (as vLLM's hermes
+    parser asks), and `required` sends its structural tag; seen in Triton's own request trace."""
+    traced = Triton(stack)
+    with traced.tensors("qwen"):
+        client.chat.completions.create(model="qwen", messages=ASK, tools=TOOLS, max_tokens=2)
+        client.chat.completions.create(model="qwen", messages=ASK, tools=TOOLS, tool_choice="required", max_tokens=2)
+        client.chat.completions.create(model="qwen", messages=ASK, max_tokens=2)
+    auto, required, plain = traced.sampling_parameters()[-3:]
+    assert auto["skip_special_tokens"] is False and "structured_outputs" not in auto
+    tag = json.loads(json.loads(required["structured_outputs"])["structural_tag"])
+    assert required["skip_special_tokens"] is False and tag["format"]["type"] == "tags_with_separator"
+    assert {item["begin"] for item in tag["format"]["tags"]} >= {'<tool_call>\n{"name": "get_weather", "arguments": '}
+    assert "skip_special_tokens" not in plain

@@ -238,6 +238,10 @@ def test_images_as_base64_strings(url: str) -> None:
         ({"sampling": {"max_tokens": 2, "temperature": -1}}, "temperature"),
         ({"sampling": {"max_tokens": 2, "lora_name": "x"}}, "LoRA"),
         ({"sampling": {"max_tokens": 2}, "images": ["%%%not-base64%%%"]}, "image[0]"),
+        # NVIDIA's from_dict reads `structured_outputs` as a JSON string, never as an object.
+        ({"sampling": {"max_tokens": 2, "structured_outputs": {"choice": ["a"]}}}, "TritonSamplingParams"),
+        ({"sampling": {"max_tokens": 2, "structured_outputs": json.dumps({"json": "{}"})}}, "JSON schema dictionary"),
+        ({"sampling": {"max_tokens": 2, "structured_outputs": json.dumps({"regex": "(unclosed"})}}, "regex"),
     ],
 )
 def test_invalid_requests_get_an_error_response(url: str, kwargs: dict[str, Any], fragment: str) -> None:
@@ -265,3 +269,20 @@ def test_custom_vllm_metrics_are_exported(stack: Stack) -> None:
     ):
         assert metric_value(text, name, model=MODEL) > 0, name
     assert metric_value(text, "nv_inference_request_success", model=MODEL) > 0
+
+
+def test_sampling_parameters_are_converted_as_nvidias_backend_does(url: str) -> None:
+    """Scalars are passed through their SamplingParams type (strings become numbers); the legacy
+    `guided_decoding` key still maps to structured outputs."""
+    as_strings = {"max_tokens": "3", "temperature": "0", "ignore_eos": True}
+    responses, error = call(url, sampling=as_strings, exclude=True, switches=("return_num_output_tokens",))
+    assert error is None and int(responses[-1].as_numpy("num_output_tokens")[0]) == 3
+    legacy, error = call(url, sampling={"max_tokens": 5, "guided_decoding": {"choice": ["yes", "no"]}}, exclude=True)
+    assert error is None and texts(legacy[-1])[0] in ("yes", "no")
+
+
+def test_logit_bias_cannot_cross_the_backend(url: str) -> None:
+    """JSON object keys are strings and the backend does not convert them: vLLM refuses the map.
+    This is why the adapter refuses `logit_bias` (README, "OpenAI API")."""
+    responses, error = call(url, sampling={"max_tokens": 2, "logit_bias": {"5": 10.0}}, exclude=True)
+    assert responses == [] and error is not None

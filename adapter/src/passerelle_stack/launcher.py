@@ -90,6 +90,7 @@ class Stack:
         self.config = config
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.repository = config.run_dir / "model_repository"
+        self.trace_file = config.run_dir / "triton-trace.json"
         self.cache = model_cache_dir()
 
     @property
@@ -179,6 +180,11 @@ class Stack:
             # Audio tensors are large (an hour of 16 kHz float32 PCM is 230 MB): grow the Python
             # backend's shared memory in big steps rather than the default 1 MB.
             "--backend-config=python,shm-growth-byte-size=67108864",
+            # Request tracing is off until an operator turns it on, per model, with Triton's trace API
+            # (POST /v2/models/<model>/trace/setting); traces then go to this file (docs/triton.md).
+            f"--trace-config=triton,file={self.trace_file}",
+            "--trace-config=triton,log-frequency=1",
+            "--trace-config=level=OFF",
         ]
         # The small `system` model reports GPUs (NVML) and Triton's Python dependencies to the admin API.
         if (self.repository / "system" / "config.pbtxt").is_file():
