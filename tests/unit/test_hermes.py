@@ -30,6 +30,9 @@ WELL_FORMED = {
     "quotes and tags in strings": '<tool_call>\n{"name": "f", "arguments": {"q": "a \\"quoted\\" <tag> }"}}\n</tool_call>',
     "truncated arguments": 'Text then <tool_call>{"name": "f", "arguments": {"x": 1}',
 }
+# A raw control character inside a string (the engine's grammar let it through): vLLM returns the
+# whole answer as content; ours reads the call and escapes the character.
+CONTROL_CHARACTER = '<tool_call>\n{"name": "get_time", "arguments": { "zone":\r",IC\x1a\\"\x03"\n}}\n</tool_call>'
 # Where ours differs from vLLM's streaming parser on purpose: it returns the text instead of dropping it.
 MALFORMED = {
     "not JSON": "<tool_call>\nnot json at all\n</tool_call>",
@@ -95,6 +98,15 @@ def test_malformed_markup_is_content(text: str) -> None:
         assert stream(deltas) == {"content": text, "calls": []}
 
 
+def test_control_characters_in_strings_are_escaped() -> None:
+    expected = {"zone": ',IC\x1a"\x03'}
+    assert whole(CONTROL_CHARACTER)["calls"] == [["get_time", json.dumps(expected)]]
+    for deltas in splits(CONTROL_CHARACTER):
+        [[name, arguments]] = stream(deltas)["calls"]
+        assert name == "get_time" and json.loads(arguments) == expected  # strict JSON
+        assert arguments == '{ "zone":\r",IC\\u001a\\"\\u0003"\n}'
+
+
 def test_a_call_split_across_chunks_streams_the_name_first_then_fragments() -> None:
     parser = HermesStream(ids())
     pieces = ["<tool", '_call>\n{"na', 'me": "get_', 'weather", "argu', 'ments": {"city": "Pa', 'ris"}}\n</tool_', "call>"]
@@ -114,17 +126,20 @@ def test_the_streamed_result_does_not_depend_on_the_cuts(text: str) -> None:
 
 def test_same_results_as_vllms_hermes_parser() -> None:
     """The same texts through vLLM's parser (its Python, its package) and ours, whole and cut at every point."""
-    texts = list(WELL_FORMED.values()) + list(MALFORMED.values())
+    texts = [*WELL_FORMED.values(), *MALFORMED.values(), CONTROL_CHARACTER]
     given = json.dumps({"tokenizer": str(model_cache_dir() / "passerelle-tiny" / "qwen3-vl-moe"), "texts": texts})
     python = triton_env() / "bin" / "python"
     done = subprocess.run([str(python), str(ORACLE)], input=given, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     theirs = json.loads(done.stdout)
     for text, result in zip(texts, theirs, strict=True):
-        assert whole(text) == result["whole"], text
+        if text != CONTROL_CHARACTER:
+            assert whole(text) == result["whole"], text
         ours = [stream(deltas) for deltas in splits(text)]
         if text in WELL_FORMED.values():
             assert ours == result["splits"], text
+        elif text == CONTROL_CHARACTER:
+            assert result["whole"] == {"content": text, "calls": []}  # vLLM: strict JSON or nothing
         else:
             # vLLM drops the text it cannot read as a call; we return it as content.
             assert all(theirs_one["calls"] == [] and text.startswith(theirs_one["content"]) for theirs_one in result["splits"])

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from passerelle.chat.protocol import ChatCompletionRequest, sampling_parameters
-from passerelle.chat.structured import ResponseFormat, StructuredOutputs, constraint
+from passerelle.chat.structured import ControlEscaper, ResponseFormat, StructuredOutputs, constrains_to_json, constraint
 from passerelle.core.errors import InvalidRequest
 
 SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
@@ -80,3 +80,19 @@ def test_the_backend_gets_a_json_string_under_structured_outputs() -> None:
     params = sampling_parameters(request, 8, None)
     assert isinstance(params["structured_outputs"], str)
     assert json.loads(params["structured_outputs"]) == {"choice": ["a", "b"]}
+
+
+def test_control_characters_in_json_strings_are_escaped_wherever_the_text_is_cut() -> None:
+    """xgrammar lets a raw control character into a JSON string; strict parsers refuse it."""
+    text = '{"a": "x\x1ay\\"\x03", "b":\n[1, "\t"]}'
+    expected = '{"a": "x\\u001ay\\"\\u0003", "b":\n[1, "\\u0009"]}'
+    for cut in range(len(text) + 1):
+        escape = ControlEscaper()
+        assert escape(text[:cut]) + escape(text[cut:]) == expected
+    assert json.loads(expected) == json.loads(text, strict=False)
+
+
+def test_which_answers_are_json_by_constraint() -> None:
+    assert constrains_to_json(ResponseFormat(type="json_object"), None)
+    assert constrains_to_json(None, StructuredOutputs.model_validate({"json": SCHEMA}))
+    assert not constrains_to_json(ResponseFormat(type="text"), StructuredOutputs.model_validate({"regex": "a+"}))

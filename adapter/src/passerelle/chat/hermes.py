@@ -8,7 +8,10 @@ What vLLM's `hermes` parser does, we do (a differential test runs both on the sa
   - streamed answers send each call's name once it is complete, then its arguments as the model
     writes them, holding back what may be the start of a tag.
 Where vLLM's streaming parser drops text, ours returns it as content when the stream ends: a
-trailing partial tag that never completed, or a call whose markup is not JSON.
+trailing partial tag that never completed, or a call whose markup is not JSON. And where a raw
+control character sits inside a JSON string (xgrammar's JSON grammar lets the engine write one;
+strict JSON forbids it), vLLM turns the whole answer into content; we read the call and escape the
+character (`\u001a`), so that the arguments clients receive are always strict JSON.
 partial-json-parser decides when a streamed name is complete and whether a call is still a valid
 JSON prefix; once a call stops being one, no more calls are read from that answer.
 """
@@ -19,15 +22,19 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from partial_json_parser import Allow
 from partial_json_parser import loads as partial_loads
 
+from passerelle.chat.structured import ControlEscaper
+
 START, END = "<tool_call>", "</tool_call>"
 _REGION = re.compile(r"<tool_call>(.*?)</tool_call>|<tool_call>(.*)", re.DOTALL)
 _ARGUMENTS = re.compile(r'"arguments"\s*:\s*')
 _COMPLETE_STRINGS_ONLY = Allow.ALL & ~Allow.STR  # a name still being written is left out
+_lenient_loads = partial(json.loads, strict=False)  # control characters inside strings are accepted
 
 
 @dataclass(frozen=True)
@@ -50,7 +57,7 @@ def extract(text: str, new_id: Callable[[], str]) -> Extracted:
     calls = []
     try:
         for closed, unclosed in _REGION.findall(text):
-            call = json.loads(closed or unclosed)
+            call = _lenient_loads(closed or unclosed)
             name, arguments = call["name"], call["arguments"]
             if not isinstance(name, str):
                 raise TypeError("the name is not a string")
@@ -71,7 +78,7 @@ def tag_overlap(text: str, tag: str) -> int:
 
 def _is_json(text: str) -> bool:
     try:
-        json.loads(text)
+        _lenient_loads(text)
     except ValueError:
         return False
     return True
@@ -82,7 +89,7 @@ def _partial(body: str) -> Any:
     if not body:
         return {}
     try:
-        return partial_loads(body, _COMPLETE_STRINGS_ONLY)
+        return partial_loads(body, _COMPLETE_STRINGS_ONLY, parser=_lenient_loads)
     except Exception as exc:  # the library raises several kinds (MalformedJSON, IndexError) for bad input
         raise ValueError(str(exc)) from exc
 
@@ -111,7 +118,8 @@ class _Call:
     start: int  # where its <tool_call> begins
     id: str | None = None
     name: str | None = None
-    arguments: str = ""
+    arguments: str = ""  # the model's text sent so far
+    escape: ControlEscaper = field(default_factory=ControlEscaper)
 
 
 class HermesStream:
@@ -192,7 +200,7 @@ class HermesStream:
                 delta.calls.append(CallDelta(index, id=call.id, name=name))
             arguments = self._arguments(body, complete)
             if arguments is not None and len(arguments) > len(call.arguments):
-                delta.calls.append(CallDelta(index, arguments=arguments[len(call.arguments) :]))
+                delta.calls.append(CallDelta(index, arguments=call.escape(arguments[len(call.arguments) :])))
                 call.arguments = arguments
             if following is None:
                 return

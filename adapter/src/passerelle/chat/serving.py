@@ -34,6 +34,7 @@ from passerelle.chat.protocol import (
     sampling_parameters,
     token_budget,
 )
+from passerelle.chat.structured import ControlEscaper, constrains_to_json
 from passerelle.chat.tools import ToolPlan, new_call_id, plan
 from passerelle.core.catalog import Catalog, PromptRenderer, ServedModel
 from passerelle.core.errors import InvalidRequest, TritonFailure
@@ -138,6 +139,8 @@ class ChatAccumulator:
         self.request = request
         # With tools, each choice's text is read for Hermes calls as it streams.
         self.parsers = [HermesStream(new_call_id) for _ in range(request.n)] if tools is not None and tools.parse else None
+        json_answer = constrains_to_json(request.response_format, request.structured_outputs)
+        self.escapers = [ControlEscaper() for _ in range(request.n)] if json_answer else None
         self.id = f"chatcmpl-{request_id}"
         self.created = int(time.time())
         self.model = model_name
@@ -161,6 +164,8 @@ class ChatAccumulator:
         finished: list[tuple[int, str]] = []
         for index, text in enumerate(delta.texts):
             new_logprobs = _token_logprobs(delta.logprobs[index], self.top) if delta.logprobs else []
+            if self.escapers is not None:
+                text = self.escapers[index](text)
             self.pieces[index].append(text)
             self.logprobs[index].extend(new_logprobs)
             if text or new_logprobs:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from jsonschema import SchemaError
@@ -122,3 +123,41 @@ def constraint(
             )
         fields.update(given_fields)
     return fields or None
+
+
+def constrains_to_json(response_format: ResponseFormat | None, extension: StructuredOutputs | None) -> bool:
+    """Whether the answer is JSON by constraint (its strings' control characters are then escaped)."""
+    if response_format is not None and response_format.type in ("json_object", "json_schema"):
+        return True
+    return extension is not None and (extension.json_ is not None or bool(extension.json_object))
+
+
+@dataclass
+class ControlEscaper:
+    """Escapes raw control characters inside the JSON strings of text that arrives in pieces.
+
+    xgrammar's JSON grammar lets the engine write a raw control character (U+0000 to U+001F)
+    inside a string, which strict JSON forbids (Python's json.loads, JavaScript's JSON.parse).
+    Escaped as `\\u001a`, the text is the same JSON value, and strict parsers accept it.
+    """
+
+    in_string: bool = False
+    escaped: bool = False
+
+    def __call__(self, text: str) -> str:
+        out = []
+        for char in text:
+            if self.in_string:
+                if self.escaped:
+                    self.escaped = False
+                elif char == "\\":
+                    self.escaped = True
+                elif char == '"':
+                    self.in_string = False
+                elif char < " ":
+                    out.append(f"\\u{ord(char):04x}")
+                    continue
+            elif char == '"':
+                self.in_string = True
+            out.append(char)
+        return "".join(out)

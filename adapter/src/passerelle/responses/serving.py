@@ -15,6 +15,7 @@ from fastapi.responses import Response
 from passerelle.chat.hermes import CallDelta, HermesStream, StreamDelta, ToolCall, extract
 from passerelle.chat.images import ImageLoader
 from passerelle.chat.serving import LLMEngine, prepare
+from passerelle.chat.structured import ControlEscaper, constrains_to_json
 from passerelle.chat.tools import ToolPlan, new_call_id
 from passerelle.core.catalog import Catalog
 from passerelle.core.errors import APIError, TritonFailure
@@ -41,11 +42,12 @@ def _frame(event: str) -> str:
 class ResponseBuilder:
     """One answer (n = 1) accumulated into a `Response`; while streaming, its typed events."""
 
-    def __init__(self, request: ResponsesRequest, model: str, tools: ToolPlan | None) -> None:
+    def __init__(self, request: ResponsesRequest, model: str, tools: ToolPlan | None, json_answer: bool = False) -> None:
         self.request = request
         self.model = model
         self.id = response_id()
         self.parser = HermesStream(new_call_id) if tools is not None and tools.parse else None
+        self.escape = ControlEscaper() if json_answer else None
         self.pieces: list[str] = []
         self.input_tokens = 0
         self.output_tokens = 0
@@ -60,8 +62,9 @@ class ResponseBuilder:
             self.input_tokens = delta.prompt_tokens
         self.output_tokens += sum(delta.output_tokens)
         self.reason = delta.finish_reasons[0] or self.reason
-        self.pieces.append(delta.texts[0])
-        return delta.texts[0]
+        text = delta.texts[0] if self.escape is None else self.escape(delta.texts[0])
+        self.pieces.append(text)
+        return text
 
     @property
     def status(self) -> str:
@@ -184,7 +187,7 @@ class ResponsesServing:
         model = self.catalog.require(chat.model, task="chat")
         request.state.model = model.key
         generation, tools = await prepare(chat, model, await self.catalog.renderer(model), self.images, self.pool)
-        builder = ResponseBuilder(body, model.root, tools)
+        builder = ResponseBuilder(body, model.root, tools, constrains_to_json(chat.response_format, chat.structured_outputs))
         deltas = self.engine.generate(model.key, generation, request.state.request_id)
         to_error = self.engine.to_error(model.key)
         if body.stream:
