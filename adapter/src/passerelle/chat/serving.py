@@ -37,9 +37,9 @@ from passerelle.chat.protocol import (
 from passerelle.chat.structured import ControlEscaper, constrains_to_json
 from passerelle.chat.tools import ToolPlan, new_call_id, plan
 from passerelle.core.catalog import Catalog, PromptRenderer, ServedModel
-from passerelle.core.errors import InvalidRequest, TritonFailure
+from passerelle.core.errors import InvalidRequest
 from passerelle.core.observability import Metrics
-from passerelle.core.streaming import ToError, coalesced, primed, sse_response, until_disconnect
+from passerelle.core.streaming import ToError, coalesced, drained, primed, sse_response, until_disconnect
 from passerelle.core.workers import PreparePool
 from passerelle.triton.client import Delta, Generation, TokenChoice, TritonClient
 from passerelle.triton.lifecycle import ModelControl
@@ -312,12 +312,7 @@ class ChatServing:
             return sse_response(accumulator.sse(self.engine.coalesced(model.key, await primed(deltas, to_error))), to_error)
 
         async def collect() -> ChatCompletion:
-            try:
-                async with aclosing(deltas):
-                    async for delta in deltas:
-                        accumulator.add(delta)
-            except TritonFailure as failure:
-                raise to_error(failure) from failure
+            await drained(deltas, accumulator.add, to_error)
             return accumulator.completion()
 
         return await until_disconnect(request, collect())

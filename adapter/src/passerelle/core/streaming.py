@@ -142,6 +142,16 @@ def sse_response(
     return ClosingStreamingResponse(body(), media_type="text/event-stream", headers=headers)
 
 
+async def drained(items: AsyncGenerator[T], add: Callable[[T], object], to_error: ToError) -> None:
+    """Feed every item to `add` (a non-streamed answer); a Triton failure becomes its API error."""
+    try:
+        async with aclosing(items):
+            async for item in items:
+                add(item)
+    except TritonFailure as failure:
+        raise to_error(failure) from failure
+
+
 async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
     """Await `work`, cancelling it if the client disconnects first (for non-streamed answers)."""
     task = asyncio.ensure_future(work)

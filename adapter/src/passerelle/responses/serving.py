@@ -18,8 +18,8 @@ from passerelle.chat.serving import LLMEngine, prepare
 from passerelle.chat.structured import ControlEscaper, constrains_to_json
 from passerelle.chat.tools import ToolPlan, new_call_id
 from passerelle.core.catalog import Catalog
-from passerelle.core.errors import APIError, TritonFailure
-from passerelle.core.streaming import primed, sse_response, until_disconnect
+from passerelle.core.errors import APIError
+from passerelle.core.streaming import drained, primed, sse_response, until_disconnect
 from passerelle.core.workers import PreparePool
 from passerelle.responses.protocol import (
     ResponseObject,
@@ -195,12 +195,7 @@ class ResponsesServing:
             return sse_response(events, to_error, frame=_frame, error_frame=builder.error_event, end=None)
 
         async def collect() -> ResponseObject:
-            try:
-                async with aclosing(deltas):
-                    async for delta in deltas:
-                        builder.add(delta)
-            except TritonFailure as failure:
-                raise to_error(failure) from failure
+            await drained(deltas, builder.add, to_error)
             return ResponseObject.model_validate(builder.whole())
 
         return await until_disconnect(request, collect())
