@@ -5,7 +5,9 @@ For each length (1 and 10 minutes of espeak-ng dialogue, by default, as MP3 uplo
   A  direct Triton: `canary` over tritonclient.grpc with PCM the benchmark decoded beforehand
      (the model's own time plus the gRPC transfer of the PCM);
   B  through the adapter: the MP3 file posted to /v1/audio/transcriptions (upload, ffmpeg decode,
-     transfer, model, response).
+     transfer, model, response);
+  C  the same upload with stream=true (`canary_stream`): the time to the first transcript delta,
+     and to the end of the stream.
 Overhead = (B - A) / A, the adapter's decode + transfer cost as a share of model time (goal <= 5 %).
 The adapter's own Server-Timing header splits B into decode and inference.
 
@@ -65,6 +67,28 @@ def through_adapter(http: httpx.Client, path: Path) -> tuple[float, float, float
     return elapsed, float(timing["decode"]) / 1000, float(timing["inference"]) / 1000
 
 
+def streamed(http: httpx.Client, path: Path) -> tuple[float, float]:
+    """(seconds to the first `transcript.text.delta`, seconds to the end of the stream)."""
+    started = time.perf_counter()
+    first = None
+    with (
+        path.open("rb") as audio,
+        http.stream(
+            "POST", "/v1/audio/transcriptions", data={"model": "canary", "stream": "true"}, files={"file": (path.name, audio, "audio/mpeg")}
+        ) as response,
+    ):
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if first is None and line.startswith("data: ") and '"transcript.text.delta"' in line:
+                first = time.perf_counter() - started
+    total = time.perf_counter() - started
+    return (first if first is not None else total), total
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} s [{min(values):.2f}-{max(values):.2f}]"
+
+
 def peak_rss_mb(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
@@ -82,12 +106,14 @@ def main() -> int:
     voices = speech.build(work / "speech")
     stack = Stack(StackConfig.on_free_ports(work / "stack", adapter_env={"OPENAI_API_KEYS": API_KEY}))
     rows = []
+    streams: list[tuple[float, list[float], list[float], list[float], list[float]]] = []
     try:
         stack.prepare()
         stack.start_triton()
         with grpcclient.InferenceServerClient(stack.triton_grpc) as client:
             started = time.monotonic()
             client.load_model("canary", client_timeout=900)
+            client.load_model("canary_stream", client_timeout=900)
             print(f"canary loaded in Triton in {time.monotonic() - started:.1f} s", flush=True)
             stack.start_adapter()
             adapter_pid = stack.processes["adapter"].pid
@@ -96,19 +122,27 @@ def main() -> int:
                 warm = looped(voices.dialogue, 0.25, work / "warm.mp3")
                 direct(client, pcm16k(warm))
                 through_adapter(http, warm)
+                streamed(http, warm)
                 for minutes in args.minutes:
                     upload = looped(voices.dialogue, minutes, work / f"{minutes:g}min.mp3")
                     pcm = pcm16k(upload)
-                    a_times, b_times, decodes, inferences = [], [], [], []
+                    a_times, b_times, decodes, inferences, firsts, totals, ratios = [], [], [], [], [], [], []
                     for _ in range(args.repeats):
                         a_times.append(direct(client, pcm))
                         b, decode, inference = through_adapter(http, upload)
                         b_times.append(b)
                         decodes.append(decode)
                         inferences.append(inference)
+                        first, total = streamed(http, upload)
+                        firsts.append(first)
+                        totals.append(total)
+                        ratios.append(first / b)
                     a, b = statistics.median(a_times), statistics.median(b_times)
                     rows.append((minutes, upload.stat().st_size, a, b, statistics.median(decodes), statistics.median(inferences)))
-                    print(f"  {minutes:g} min: direct {a:.2f} s, adapter {b:.2f} s", flush=True)
+                    streams.append((minutes, b_times, firsts, totals, ratios))
+                    print(
+                        f"  {minutes:g} min: direct {a:.2f} s, adapter {b:.2f} s, first delta {statistics.median(firsts):.2f} s", flush=True
+                    )
                 rss = []
                 if args.rss_minutes:
                     upload = looped(voices.dialogue, args.rss_minutes, work / "rss.mp3")
@@ -132,6 +166,12 @@ def main() -> int:
     print("|---|---|---|---|---|---|")
     for minutes, size, a, b, decode, _inference in rows:
         print(f"| {minutes:g} min | {size / 1e6:.1f} MB | {a:.2f} s | {b:.2f} s | {decode:.2f} s | {100 * (b - a) / a:+.1f} % |")
+    print("\nStreamed transcription (stream=true), medians [min-max] of the same interleaved rounds")
+    print("| Audio | Not streamed | Streamed: first delta | Streamed: whole stream | First delta ÷ not streamed |")
+    print("|---|---|---|---|---|")
+    for minutes, b_times, firsts, totals, ratios in streams:
+        ratio = f"{statistics.median(ratios):.3f}x [{min(ratios):.3f}-{max(ratios):.3f}]"
+        print(f"| {minutes:g} min | {spread(b_times)} | {spread(firsts)} | {spread(totals)} | {ratio} |")
     if rss:
         size = (work / "rss.mp3").stat().st_size
         pcm_mb = args.rss_minutes * 60 * 16000 * 4 / 2**20

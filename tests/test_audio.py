@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import queue
 import re
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
@@ -17,7 +19,7 @@ import openai
 import pytest
 import tritonclient.grpc as grpcclient
 
-from conftest import API_KEYS, png_bytes
+from conftest import API_KEYS, metric_value, png_bytes, triton_metrics
 from passerelle_stack.launcher import Stack, free_port
 from speech import SpeechSet, build
 
@@ -266,7 +268,7 @@ def test_a_chat_model_is_not_a_transcription_model(http: httpx.Client, speech: S
         ({"model": "canary", "language": "tlh"}, "language"),
         ({"model": "canary", "temperature": "3"}, "temperature"),
         ({"model": "canary", "timestamp_granularities[]": "word"}, "timestamp_granularities"),
-        ({"model": "canary", "stream": "true"}, "stream"),
+        ({"model": "canary", "stream": "true", "response_format": "srt"}, "response_format"),
         ({"model": "canary", "include[]": "logprobs"}, "include"),
         ({"model": "canary", "surprise": "1"}, "surprise"),
     ],
@@ -517,3 +519,109 @@ def test_long_audio_is_chunked_at_silences_without_truncation(
     words = result.as_numpy("word_times")
     if len(words):
         assert words.max() <= duration + EPSILON_S and np.all(np.diff(words[:, 0]) >= -EPSILON_S)
+
+
+# Streamed transcription ---------------------------------------------------------------------
+
+WINDOWS = "passerelle_canary_stream_windows_total"
+
+
+def _windows(stack: Stack, outcome: str) -> float:
+    return metric_value(triton_metrics(stack), WINDOWS, model="canary_stream", outcome=outcome)
+
+
+def _native_stream(stack: Stack, pcm: np.ndarray, cancel_after: int | None = None) -> list[grpcclient.InferResult]:
+    """`canary_stream` over gRPC streaming, as a native client uses it; optionally cancelled after some responses."""
+    results: queue.Queue[tuple[grpcclient.InferResult | None, Exception | None]] = queue.Queue()
+    client = grpcclient.InferenceServerClient(stack.triton_grpc)
+    client.start_stream(callback=lambda result, error: results.put((result, error)))
+    try:
+        audio = grpcclient.InferInput("audio", [pcm.size], "FP32")
+        audio.set_data_from_numpy(pcm)
+        language = grpcclient.InferInput("source_language", [1], "BYTES")
+        language.set_data_from_numpy(np.array([b"en"], dtype=np.object_))
+        client.async_stream_infer("canary_stream", [audio, language], request_id="native-stream")
+        received: list[grpcclient.InferResult] = []
+        while True:
+            result, error = results.get(timeout=600)
+            assert error is None, error
+            assert result is not None
+            received.append(result)
+            index, count = (int(result.as_numpy(name)[0]) for name in ("window_index", "window_count"))
+            if index >= count - 1 or (cancel_after is not None and len(received) >= cancel_after):
+                return received
+    finally:
+        client.stop_stream(cancel_requests=True)
+        client.close()
+
+
+def test_native_clients_stream_one_response_per_window(stack: Stack, speech: SpeechSet, http: httpx.Client) -> None:
+    http.post("/v1/audio/transcriptions", data={"model": "canary", "stream": "true"}, files=upload(speech.silence))  # loads both
+    results = _native_stream(stack, pcm16k(speech.dialogue))
+    counts = {int(result.as_numpy("window_count")[0]) for result in results}
+    assert counts == {len(results)} and [int(r.as_numpy("window_index")[0]) for r in results] == list(range(len(results)))
+    windows = [tuple(result.as_numpy("window_times")[0]) for result in results]
+    assert all(start < end for start, end in windows) and windows == sorted(windows)
+
+
+def test_silence_streams_only_the_done_event(client: openai.OpenAI, speech: SpeechSet) -> None:
+    with speech.silence.open("rb") as audio:
+        events = list(client.audio.transcriptions.create(model="canary", file=audio, stream=True))
+    [done] = events
+    assert done.type == "transcript.text.done" and done.text == ""
+
+
+def test_streamed_transcription_of_the_long_file(client: openai.OpenAI, stack: Stack, speech: SpeechSet) -> None:
+    """A delta per speech window, sent as each is decoded; the deltas make the `done` text, which is
+    the transcript the same request gets unstreamed."""
+    with speech.long.open("rb") as audio:
+        whole = client.audio.transcriptions.create(model="canary", file=audio, language="en")
+    count = int(_native_stream(stack, pcm16k(speech.long), cancel_after=1)[0].as_numpy("window_count")[0])
+    assert count >= 10
+    before = _windows(stack, "decoded")
+    decoded_at_first_delta = None
+    deltas: list[str] = []
+    with speech.long.open("rb") as audio:
+        stream = client.audio.transcriptions.create(model="canary", file=audio, language="en", stream=True)
+        for event in stream:
+            if event.type == "transcript.text.delta":
+                if decoded_at_first_delta is None:
+                    decoded_at_first_delta = _windows(stack, "decoded") - before
+                deltas.append(event.delta)
+            elif event.type == "transcript.text.done":
+                done = event
+            else:
+                raise AssertionError(f"unexpected event {event.type}")
+    assert len(deltas) == count
+    assert decoded_at_first_delta is not None and decoded_at_first_delta < count
+    assert "".join(deltas) == done.text == whole.text and done.text
+
+
+def test_a_client_that_leaves_cancels_the_windows_left(stack: Stack, speech: SpeechSet, adapter_url: str) -> None:
+    """Every window of the long file is counted once, decoded or cancelled; leaving after the first
+    delta leaves some cancelled. Up to three tries: Triton 2.51 now and then misses a gRPC stream
+    cancellation (see `assert_cancels`)."""
+    count = int(_native_stream(stack, pcm16k(speech.long), cancel_after=1)[0].as_numpy("window_count")[0])
+    time.sleep(5)  # let the native stream's own cancellation settle in the counters
+    body = {"model": "canary", "language": "en", "stream": "true"}
+    seen = []
+    for _ in range(3):
+        cancelled_before, decoded_before = _windows(stack, "cancelled"), _windows(stack, "decoded")
+        with (
+            httpx.Client(base_url=adapter_url, headers=AUTH, timeout=600) as client,
+            client.stream("POST", "/v1/audio/transcriptions", data=body, files=upload(speech.long)) as response,
+        ):
+            assert response.status_code == 200
+            first = next(line for line in response.iter_lines() if line.startswith("data: "))
+            assert json.loads(first.removeprefix("data: "))["type"] == "transcript.text.delta"
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            decoded, cancelled = _windows(stack, "decoded") - decoded_before, _windows(stack, "cancelled") - cancelled_before
+            if decoded + cancelled >= count:
+                break
+            time.sleep(0.5)
+        assert decoded + cancelled == count, (decoded, cancelled, count)
+        if cancelled > 0:
+            return
+        seen.append((decoded, cancelled))
+    raise AssertionError(f"no try left a window undecoded: {seen}")

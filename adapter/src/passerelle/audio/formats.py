@@ -1,7 +1,12 @@
 """Recognised speech → the response formats: OpenAI's json, text, srt, vtt, verbose_json and
-diarized_json, and the seed's shapes; with the timing headers every audio answer carries."""
+diarized_json, its streamed transcript events, and the seed's shapes; with the timing headers
+every audio answer carries."""
 
 from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel
@@ -22,7 +27,7 @@ from passerelle.audio.protocol import (
     Usage,
     Word,
 )
-from passerelle.audio.tensors import Diarization, RecognizedSpeech
+from passerelle.audio.tensors import Diarization, RecognizedSpeech, TranscriptWindow
 
 
 def _usage(speech: RecognizedSpeech) -> Usage:
@@ -147,3 +152,22 @@ def seed_diarization(diarization: Diarization, *, rttm: bool) -> SeedDiarization
         sampling_rate=SAMPLE_RATE,
         rttm=diarization.rttm if rttm else None,
     )
+
+
+async def transcript_events(windows: AsyncGenerator[TranscriptWindow]) -> AsyncGenerator[str]:
+    """OpenAI's streamed transcription events: a `transcript.text.delta` per decoded window (its text,
+    after a space when text came before), then `transcript.text.done` with the whole text, which is
+    what the same request answers unstreamed, and the duration as usage."""
+    texts: list[str] = []
+    duration = 0.0
+    async with aclosing(windows):
+        async for window in windows:
+            duration = window.duration
+            if window.count == 0:
+                continue
+            delta = f" {window.text}" if texts and window.text else window.text
+            if window.text:
+                texts.append(window.text)
+            yield json.dumps({"type": "transcript.text.delta", "delta": delta}, ensure_ascii=False)
+    done = {"type": "transcript.text.done", "text": " ".join(texts), "usage": Usage(seconds=round(duration, 3)).model_dump()}
+    yield json.dumps(done, ensure_ascii=False)

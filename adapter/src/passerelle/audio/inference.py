@@ -12,13 +12,15 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 
 from tritonclient.grpc import InferInput, InferResult
 
 from passerelle.audio import tensors
 from passerelle.audio.decoding import DecodedAudio
 from passerelle.audio.protocol import SpeakerCounts
-from passerelle.audio.tensors import Diarization, RecognizedSpeech
+from passerelle.audio.tensors import Diarization, RecognizedSpeech, TranscriptWindow
 from passerelle.core.errors import TritonFailure
 from passerelle.core.observability import Metrics
 from passerelle.triton.client import TritonClient
@@ -26,6 +28,10 @@ from passerelle.triton.lifecycle import ModelControl
 
 log = logging.getLogger("passerelle.speech")
 _UNREGISTER_ATTEMPTS = 100  # 5 s
+
+
+def _last(window: TranscriptWindow) -> bool:
+    return window.last
 
 
 class SpeechService:
@@ -85,6 +91,35 @@ class SpeechService:
         speech = tensors.parse_transcription(await self._infer(model, [model], audio, scalars, tensors.TRANSCRIPTION_OUTPUTS))
         speech.model_seconds = time.perf_counter() - started
         return speech
+
+    async def transcribe_stream(
+        self, stream_model: str, model: str, audio: DecodedAudio, source: str, target: str, *, punctuation: bool, request_id: str
+    ) -> AsyncGenerator[TranscriptWindow]:
+        """`stream_model`'s windows as they are decoded; leaving early cancels the rest in Triton."""
+        scalars = tensors.transcription_inputs(source, target, punctuation=punctuation, timestamps=False)
+        async with self.control.serving(model, stream_model):
+            region = None
+            tensor = InferInput("audio", [audio.samples], "FP32")
+            if audio.shared_memory is not None:
+                region = f"passerelle-audio-{uuid.uuid4().hex}"
+                await self.triton.register_system_shared_memory(region, audio.shared_memory_key, audio.byte_size)
+                tensor.set_shared_memory(region, audio.byte_size)
+            else:
+                assert audio.pcm is not None
+                tensor.set_data_from_numpy(audio.pcm)
+            inputs = [tensor, *(tensors.grpc_input(scalar) for scalar in scalars)]
+            outputs = tensors.requested(tensors.TRANSCRIPT_STREAM_OUTPUTS)
+            windows = self.triton.stream(stream_model, inputs, outputs, request_id, tensors.parse_window, _last)
+            try:
+                async with aclosing(windows):
+                    async for window in windows:
+                        yield window
+            except TritonFailure as failure:
+                raise self.control.api_error(failure, stream_model) from failure
+            finally:
+                if region is not None:
+                    await self._unregister(region)
+        self.metrics.audio_seconds.labels(model=stream_model).inc(audio.duration_s)
 
     async def diarize(self, model: str, audio: DecodedAudio, counts: SpeakerCounts) -> Diarization:
         scalars = tensors.diarization_inputs(counts)

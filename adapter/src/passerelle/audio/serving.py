@@ -4,6 +4,8 @@ and `/api/diarization/process`."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -16,14 +18,21 @@ from passerelle.audio.forms import read_form
 from passerelle.audio.inference import SpeechService
 from passerelle.audio.languages import require_language
 from passerelle.audio.protocol import SeedDiarizationForm, SeedTranscribeForm, TranscriptionForm
-from passerelle.audio.tensors import RecognizedSpeech
+from passerelle.audio.tensors import RecognizedSpeech, TranscriptWindow
 from passerelle.core.catalog import Catalog, ServedModel
-from passerelle.core.errors import InvalidRequest
+from passerelle.core.errors import APIError, InvalidRequest, TritonFailure
+from passerelle.core.streaming import primed, sse_response
 
 
 def reject_unsupported(form: TranscriptionForm, *, task: str) -> None:
-    if form.stream:
-        raise InvalidRequest("Streaming transcription is not supported; send stream=false.", param="stream", code="unsupported_value")
+    if form.stream and task == "translate":
+        raise InvalidRequest("Translations are not streamed (as OpenAI's); send stream=false.", param="stream", code="unsupported_value")
+    if form.stream and form.response_format not in ("json", "text"):
+        raise InvalidRequest(
+            f"stream=true takes response_format json or text; {form.response_format} is not streamed yet.",
+            param="response_format",
+            code="unsupported_value",
+        )
     if form.include:
         raise InvalidRequest("'include' (logprobs) is not supported by Canary.", param="include", code="unsupported_value")
     if form.chunking_strategy not in (None, "auto"):
@@ -107,11 +116,39 @@ class AudioServing:
                 param="language",
                 code="missing_source_language",
             )
+        if form.stream:
+            return await self._stream(request, form, upload, model, source, target)
         pipeline = self._pipeline(model) if form.response_format == "diarized_json" else None
         timestamps = form.response_format in ("srt", "vtt", "verbose_json")
         speech, headers = await self._recognize(upload, model, pipeline, source, target, form, timestamps=timestamps)
         # verbose_json reports the language of its text: the spoken one, or the one it was translated into.
         return formats.openai_response(speech, form, task="translate" if target != source else task, language=target, headers=headers)
+
+    async def _stream(
+        self, request: Request, form: TranscriptionForm, upload: UploadFile, model: ServedModel, source: str, target: str
+    ) -> Response:
+        """SSE: a delta per speech window as `canary_stream` decodes it, then the whole text. Errors
+        before the first window (the upload, the models) are HTTP errors; a client that leaves
+        cancels the windows not yet decoded."""
+        streamer = self.catalog.transcript_stream(model.key)
+        if streamer is None:
+            message = f"stream=true needs a transcription_stream model for '{model.key}' in the model repository."
+            raise InvalidRequest(message, param="stream", code="unsupported_value")
+
+        async def windows() -> AsyncGenerator[TranscriptWindow]:
+            async with self.decoder.decoded(upload.file, upload.size or 0) as audio:
+                stream = self.speech.transcribe_stream(
+                    streamer.key, model.key, audio, source, target, punctuation=form.punctuation, request_id=request.state.request_id
+                )
+                async with aclosing(stream):
+                    async for window in stream:
+                        yield window
+
+        def to_error(failure: TritonFailure) -> APIError:
+            return self.speech.control.api_error(failure, streamer.key)
+
+        events = formats.transcript_events(await primed(windows(), to_error))
+        return sse_response(events, to_error, end=None)
 
     async def seed_transcribe(self, request: Request) -> JSONResponse:
         form, upload = await read_form(request, SeedTranscribeForm)

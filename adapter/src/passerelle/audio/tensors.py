@@ -1,4 +1,4 @@
-"""The `canary`, `pyannote` and `speaker_transcript` models' tensors (docs/triton.md, "Audio tensors").
+"""The `canary`, `canary_stream`, `pyannote` and `speaker_transcript` models' tensors (docs/triton.md, "Audio tensors").
 
 PCM goes in as `audio` (FP32, 16 kHz mono; `audio/inference.py` makes that tensor, in the request
 or in shared memory) with scalar options beside it; texts come back as BYTES lists with
@@ -17,6 +17,7 @@ from passerelle.audio.protocol import SpeakerCounts
 
 TRANSCRIPTION_OUTPUTS = ("text", "words", "word_times", "segments", "segment_times", "speech_times", "chunk_times", "duration")
 DIARIZATION_OUTPUTS = ("speakers", "turn_times", "rttm", "duration")
+TRANSCRIPT_STREAM_OUTPUTS = ("text", "window_index", "window_count", "window_times", "duration")
 SPEAKER_TRANSCRIPT_OUTPUTS = (
     "text", "segments", "segment_speakers", "segment_times", "words", "word_speakers", "word_times",
     "speakers", "turn_times", "rttm", "duration",
@@ -177,4 +178,37 @@ def parse_speaker_transcript(result: InferResult) -> RecognizedSpeech:
         segments=_spans(_strings(result, "segments"), _pairs(result, "segment_times"), _strings(result, "segment_speakers")),
         turns=_spans([""] * len(speakers), _pairs(result, "turn_times"), speakers),
         rttm=(_strings(result, "rttm") or [""])[0],
+    )
+
+
+@dataclass(frozen=True)
+class TranscriptWindow:
+    """One response of `canary_stream`: the text of one speech window, as soon as it is decoded."""
+
+    text: str
+    index: int
+    count: int  # windows with speech in the recording; 0: silence, one empty response
+    start: float
+    end: float
+    duration: float
+
+    @property
+    def last(self) -> bool:
+        return self.index >= self.count - 1
+
+
+def _integer(result: InferResult, name: str) -> int:
+    array = result.as_numpy(name)
+    return int(array.reshape(-1)[0]) if array is not None and array.size else 0
+
+
+def parse_window(result: InferResult) -> TranscriptWindow:
+    window = (_pairs(result, "window_times") or [(0.0, 0.0)])[0]
+    return TranscriptWindow(
+        text=(_strings(result, "text") or [""])[0],
+        index=_integer(result, "window_index"),
+        count=_integer(result, "window_count"),
+        start=window[0],
+        end=window[1],
+        duration=_duration(result),
     )

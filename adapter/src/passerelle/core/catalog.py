@@ -291,11 +291,14 @@ class Catalog:
 
     def speaker_pipeline(self, transcriber: str) -> ServedModel | None:
         """The pipeline that attributes `transcriber`'s words to speakers, if the repository has one."""
+        return self._built_on(transcriber, "speaker_transcription")
+
+    def transcript_stream(self, transcriber: str) -> ServedModel | None:
+        """The model that streams `transcriber`'s transcript window by window, if the repository has one."""
+        return self._built_on(transcriber, "transcription_stream")
+
+    def _built_on(self, transcriber: str, task: str) -> ServedModel | None:
         return next(
-            (
-                model
-                for model in self.models.values()
-                if model.task == "speaker_transcription" and model.parameters.get("transcription_model") == transcriber
-            ),
+            (model for model in self.models.values() if model.task == task and model.parameters.get("transcription_model") == transcriber),
             None,
         )

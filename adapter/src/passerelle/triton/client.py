@@ -17,7 +17,7 @@ import logging
 import struct
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import httpx
@@ -27,6 +27,8 @@ from tritonclient.grpc import InferInput, InferRequestedOutput, InferResult
 from tritonclient.utils import InferenceServerException, deserialize_bytes_tensor, triton_to_np_dtype
 
 from passerelle.core.errors import FailureKind, TritonFailure
+
+R = TypeVar("R")
 
 log = logging.getLogger("passerelle.triton")
 _PIECE = 1 << 20
@@ -354,14 +356,21 @@ class TritonClient:
     async def unload_model(self, model: str) -> None:
         await self._call(self._client.unload_model, model)
 
-    async def generate(self, model: str, generation: Generation, request_id: str) -> AsyncGenerator[Delta]:
-        """One request to a vLLM-backend model, over one `ModelStreamInfer` stream: a delta per
-        response until every choice has finished.
+    async def stream(
+        self,
+        model: str,
+        inputs: list[InferInput],
+        outputs: list[InferRequestedOutput],
+        request_id: str,
+        parse: Callable[[InferResult], R],
+        last: Callable[[R], bool],
+    ) -> AsyncGenerator[R]:
+        """One request to a decoupled model over one `ModelStreamInfer` stream: each response
+        parsed, until `last` says one was the final.
 
         Leaving the iteration early (client gone, error, task cancelled) cancels the gRPC stream,
         which Triton turns into a cancelled request inside the model.
         """
-        inputs, outputs = build_inputs(generation)
         done = asyncio.Event()
 
         async def requests() -> AsyncIterator[dict[str, Any]]:
@@ -374,9 +383,9 @@ class TritonClient:
             async for result, error in responses:
                 if error is not None:
                     raise _from_client(error)
-                delta = parse_response(result)
-                finished = delta.finished
-                yield delta
+                item = parse(result)
+                finished = last(item)
+                yield item
                 if finished:
                     return
             raise TritonFailure(FailureKind.INTERNAL, "Triton closed the stream before the final response")
@@ -388,3 +397,12 @@ class TritonClient:
             if not finished:
                 responses.cancel()
             done.set()
+
+    def generate(self, model: str, generation: Generation, request_id: str) -> AsyncGenerator[Delta]:
+        """One request to a vLLM-backend model: a delta per response until every choice has finished."""
+        inputs, outputs = build_inputs(generation)
+        return self.stream(model, inputs, outputs, request_id, parse_response, _finished)
+
+
+def _finished(delta: Delta) -> bool:
+    return delta.finished

@@ -89,6 +89,24 @@ class Transcript:
     duration: float = 0.0
 
 
+@dataclass(frozen=True)
+class WindowPlan:
+    """How a recording is decoded: ``chunks`` cover ``[0, duration]``; ``selected`` are those with speech."""
+
+    duration: float
+    regions: list[Interval]
+    chunks: list[Interval]
+    selected: list[Interval]
+
+
+def plan_windows(audio: np.ndarray, max_chunk_s: float) -> WindowPlan:
+    """The windows ``CanaryEngine.transcribe`` decodes (``canary_stream`` streams the same ones)."""
+    duration = audio.size / SAMPLE_RATE
+    regions = vad.speech_regions(audio)
+    chunks = vad.plan_chunks(regions, duration, max_chunk_s)
+    return WindowPlan(duration, regions, chunks, [chunks[i] for i in vad.windows_with_speech(chunks, regions)])
+
+
 class CanaryEngine:
     """A restored Canary model plus VAD-based chunking; ``transcribe`` calls are serialized."""
 
@@ -126,10 +144,8 @@ class CanaryEngine:
                 supported = ", ".join(self.supported_languages)
                 raise ValueError(f"unsupported {role} language {lang!r}; this model supports: {supported}")
         audio = vad.as_pcm(pcm)
-        duration = audio.size / SAMPLE_RATE
-        regions = vad.speech_regions(audio)
-        chunks = vad.plan_chunks(regions, duration, self.max_chunk_s)
-        selected = [chunks[i] for i in vad.windows_with_speech(chunks, regions)]
+        plan = plan_windows(audio, self.max_chunk_s)
+        duration, regions, chunks, selected = plan.duration, plan.regions, plan.chunks, plan.selected
         if not selected:
             return Transcript(text="", chunks=chunks, speech_regions=regions, duration=duration)
 

@@ -1,0 +1,122 @@
+"""`canary_stream`: one response per decoded speech window (decoupled BLS over `canary`).
+
+The windows are planned as `canary` plans them (passerelle_triton.canary.plan_windows); each is
+sent to `canary` on its own, and its text (with word and segment times moved onto the file's
+clock) goes out at once. A cancelled request stops before its next window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+from passerelle_triton.backend import ModelArgs, audio_input, failure, optional, scalar, spans, strings
+from passerelle_triton.vad import SAMPLE_RATE
+
+_CANARY_INPUTS = ("source_language", "target_language", "punctuation", "timestamps")
+_CANARY_OUTPUTS = ["text", "words", "word_times", "segments", "segment_times"]
+_FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+
+
+class ModelFailed(Exception):
+    def __init__(self, model: str, error: Any) -> None:
+        super().__init__(f"{model}: {error.message()}")
+        self.code = error.code()
+
+
+def _output(response: Any, name: str) -> np.ndarray:
+    array: np.ndarray = pb_utils.get_output_tensor_by_name(response, name).as_numpy()
+    return array
+
+
+def _texts(response: Any, name: str) -> list[str]:
+    return [value.decode("utf-8") for value in _output(response, name).reshape(-1)]
+
+
+def _shifted(response: Any, name: str, offset: float) -> list[tuple[float, float]]:
+    return [(float(start) + offset, float(end) + offset) for start, end in _output(response, name).reshape(-1, 2)]
+
+
+def _int(name: str, value: int) -> Any:
+    return pb_utils.Tensor(name, np.array([value], dtype=np.int32))
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, Any]) -> None:
+        model = ModelArgs(args)
+        model.limit_cpu_threads()
+        self.name = model.name
+        self.transcriber = model.text("transcription_model")
+        self.max_chunk_s = model.number("max_chunk_seconds", 30.0)
+        family = pb_utils.MetricFamily(
+            name="passerelle_canary_stream_windows_total",
+            description="Speech windows of streamed transcriptions: decoded, or left undecoded because the request was cancelled",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        self.metric_family = family  # a family must outlive its metrics
+        self.decoded = family.Metric(labels={"model": self.name, "outcome": "decoded"})
+        self.cancelled = family.Metric(labels={"model": self.name, "outcome": "cancelled"})
+
+    async def execute(self, requests: list[Any]) -> None:
+        await asyncio.gather(*(self._stream(request) for request in requests))
+
+    async def _window(self, request: Any, audio: np.ndarray, window: tuple[float, float]) -> Any:
+        start, end = round(window[0] * SAMPLE_RATE), round(window[1] * SAMPLE_RATE)
+        inputs = [pb_utils.Tensor("audio", np.ascontiguousarray(audio[start:end]))]
+        inputs += [tensor for name in _CANARY_INPUTS if (tensor := pb_utils.get_input_tensor_by_name(request, name)) is not None]
+        call = pb_utils.InferenceRequest(model_name=self.transcriber, inputs=inputs, requested_output_names=_CANARY_OUTPUTS)
+        response = await call.async_exec()
+        if response.has_error():
+            raise ModelFailed(self.transcriber, response.error())
+        return response
+
+    async def _stream(self, request: Any) -> None:
+        sender = request.get_response_sender()
+        try:
+            from passerelle_triton.canary import plan_windows
+
+            audio = audio_input(request)
+            plan = await asyncio.to_thread(plan_windows, audio, self.max_chunk_s)
+            count = len(plan.selected)
+            timestamps = bool(optional(request, "timestamps", False))
+            if count == 0:
+                sender.send(self._response("", 0, 0, (0.0, 0.0), None, 0.0, plan.duration), flags=_FINAL)
+                return
+            for index, window in enumerate(plan.selected):
+                if sender.is_cancelled():
+                    self.cancelled.increment(count - index)
+                    sender.send(flags=_FINAL)
+                    return
+                result = await self._window(request, audio, window)
+                self.decoded.increment(1)
+                if sender.is_cancelled():
+                    self.cancelled.increment(count - index - 1)
+                    sender.send(flags=_FINAL)
+                    return
+                text = " ".join(_texts(result, "text")).strip()
+                response = self._response(text, index, count, window, result if timestamps else None, window[0], plan.duration)
+                sender.send(response, flags=_FINAL if index == count - 1 else 0)
+        except ModelFailed as exc:
+            sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), exc.code)), flags=_FINAL)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes this request's final error response
+            sender.send(failure(exc), flags=_FINAL)
+
+    @staticmethod
+    def _response(text: str, index: int, count: int, window: tuple[float, float], timed: Any, offset: float, duration: float) -> Any:
+        words = _texts(timed, "words") if timed is not None else []
+        segments = _texts(timed, "segments") if timed is not None else []
+        return pb_utils.InferenceResponse(
+            output_tensors=[
+                strings("text", [text]),
+                _int("window_index", index),
+                _int("window_count", count),
+                spans("window_times", [window]),
+                strings("words", words),
+                spans("word_times", _shifted(timed, "word_times", offset) if timed is not None else []),
+                strings("segments", segments),
+                spans("segment_times", _shifted(timed, "segment_times", offset) if timed is not None else []),
+                scalar("duration", duration),
+            ]
+        )
