@@ -5,8 +5,9 @@ Each model directory says what it is:
   - `backend: "vllm"` with `<version>/model.json` is a chat/completions model whose engine
     arguments name the weights, tokenizer and limits;
   - a config parameter `passerelle_task` marks the audio models: `transcription` (canary),
-    `diarization` (pyannote) and `speaker_transcription` (the pipeline that combines the two,
-    whose `transcription_model` and `diarization_model` parameters name them).
+    `diarization` (pyannote), `speaker_transcription` (the pipeline that combines the two,
+    whose `transcription_model` and `diarization_model` parameters name them) and
+    `transcription_stream` (canary_stream, whose `transcription_model` names the one it streams).
 Names that clients may use resolve here: the repository key, the served (Hugging Face)
 name, its last path segment, in any case.
 
