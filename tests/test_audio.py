@@ -625,3 +625,27 @@ def test_a_client_that_leaves_cancels_the_windows_left(stack: Stack, speech: Spe
             return
         seen.append((decoded, cancelled))
     raise AssertionError(f"no try left a window undecoded: {seen}")
+
+
+def test_streamed_diarized_json(client: openai.OpenAI, speech: SpeechSet) -> None:
+    """The whole file is diarized first; then each window's speaker segments come as a delta with
+    its `segment_id` followed by the `transcript.text.segment` event."""
+    with speech.dialogue.open("rb") as audio:
+        whole = client.audio.transcriptions.create(model="canary", file=audio, language="en", response_format="diarized_json")
+    with speech.dialogue.open("rb") as audio:
+        events = list(
+            client.audio.transcriptions.create(model="canary", file=audio, language="en", response_format="diarized_json", stream=True)
+        )
+    *body, done = events
+    assert done.type == "transcript.text.done" and done.usage is not None
+    deltas = [event for event in body if event.type == "transcript.text.delta"]
+    segments = [event for event in body if event.type == "transcript.text.segment"]
+    assert segments and len(deltas) == len(segments) and len(body) == 2 * len(segments)
+    # Each delta is followed by its segment, with the same id and text.
+    for delta, segment in zip(body[::2], body[1::2], strict=True):
+        assert delta.type == "transcript.text.delta" and segment.type == "transcript.text.segment"
+        assert delta.segment_id == segment.id and delta.delta.strip() == segment.text
+    assert "".join(delta.delta for delta in deltas) == done.text and done.text
+    starts = [segment.start for segment in segments]
+    assert starts == sorted(starts) and all(0 <= s.start <= s.end <= speech.dialogue_s + EPSILON_S for s in segments)
+    assert {segment.speaker for segment in segments} <= {segment.speaker for segment in whole.segments}

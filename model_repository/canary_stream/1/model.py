@@ -2,7 +2,9 @@
 
 The windows are planned as `canary` plans them (passerelle_triton.canary.plan_windows); each is
 sent to `canary` on its own, and its text (with word and segment times moved onto the file's
-clock) goes out at once. A cancelled request stops before its next window.
+clock) goes out at once. With `diarize`, the whole recording is diarized first (`pyannote`), and
+each window's words get their speakers and form per-speaker segments
+(passerelle_triton.attribution). A cancelled request stops before its next window.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+from passerelle_triton.attribution import Turn, assign_speakers, group_segments
 from passerelle_triton.backend import ModelArgs, audio_input, failure, optional, scalar, spans, strings
 from passerelle_triton.vad import SAMPLE_RATE
 
-_CANARY_INPUTS = ("source_language", "target_language", "punctuation", "timestamps")
+_CANARY_INPUTS = ("source_language", "target_language", "punctuation")
+_DIARIZATION_INPUTS = ("num_speakers", "min_speakers", "max_speakers")
 _CANARY_OUTPUTS = ["text", "words", "word_times", "segments", "segment_times"]
 _FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
@@ -49,6 +53,7 @@ class TritonPythonModel:
         model.limit_cpu_threads()
         self.name = model.name
         self.transcriber = model.text("transcription_model")
+        self.diarizer = model.text("diarization_model", "pyannote")
         self.max_chunk_s = model.number("max_chunk_seconds", 30.0)
         family = pb_utils.MetricFamily(
             name="passerelle_canary_stream_windows_total",
@@ -62,15 +67,28 @@ class TritonPythonModel:
     async def execute(self, requests: list[Any]) -> None:
         await asyncio.gather(*(self._stream(request) for request in requests))
 
-    async def _window(self, request: Any, audio: np.ndarray, window: tuple[float, float]) -> Any:
-        start, end = round(window[0] * SAMPLE_RATE), round(window[1] * SAMPLE_RATE)
-        inputs = [pb_utils.Tensor("audio", np.ascontiguousarray(audio[start:end]))]
-        inputs += [tensor for name in _CANARY_INPUTS if (tensor := pb_utils.get_input_tensor_by_name(request, name)) is not None]
-        call = pb_utils.InferenceRequest(model_name=self.transcriber, inputs=inputs, requested_output_names=_CANARY_OUTPUTS)
-        response = await call.async_exec()
+    async def _call(self, model: str, inputs: list[Any], outputs: list[str]) -> Any:
+        response = await pb_utils.InferenceRequest(model_name=model, inputs=inputs, requested_output_names=outputs).async_exec()
         if response.has_error():
-            raise ModelFailed(self.transcriber, response.error())
+            raise ModelFailed(model, response.error())
         return response
+
+    async def _window(self, request: Any, audio: np.ndarray, window: tuple[float, float], timestamps: bool) -> Any:
+        start, end = round(window[0] * SAMPLE_RATE), round(window[1] * SAMPLE_RATE)
+        inputs = [pb_utils.Tensor("audio", np.ascontiguousarray(audio[start:end])), pb_utils.Tensor("timestamps", np.array([timestamps]))]
+        inputs += [tensor for name in _CANARY_INPUTS if (tensor := pb_utils.get_input_tensor_by_name(request, name)) is not None]
+        return await self._call(self.transcriber, inputs, _CANARY_OUTPUTS)
+
+    async def _turns(self, request: Any) -> list[Turn]:
+        """The whole recording's speaker turns, without overlaps (what words are attributed by)."""
+        inputs = [pb_utils.get_input_tensor_by_name(request, "audio")]
+        inputs += [tensor for name in _DIARIZATION_INPUTS if (tensor := pb_utils.get_input_tensor_by_name(request, name)) is not None]
+        response = await self._call(self.diarizer, inputs, ["exclusive_speakers", "exclusive_turn_times"])
+        speakers = _texts(response, "exclusive_speakers")
+        return [
+            Turn(speaker, start, end)
+            for speaker, (start, end) in zip(speakers, _shifted(response, "exclusive_turn_times", 0.0), strict=True)
+        ]
 
     async def _stream(self, request: Any) -> None:
         sender = request.get_response_sender()
@@ -80,23 +98,25 @@ class TritonPythonModel:
             audio = audio_input(request)
             plan = await asyncio.to_thread(plan_windows, audio, self.max_chunk_s)
             count = len(plan.selected)
-            timestamps = bool(optional(request, "timestamps", False))
+            diarize = bool(optional(request, "diarize", False))
+            timestamps = diarize or bool(optional(request, "timestamps", False))
             if count == 0:
-                sender.send(self._response("", 0, 0, (0.0, 0.0), None, 0.0, plan.duration), flags=_FINAL)
+                sender.send(self._response("", 0, 0, (0.0, 0.0), None, 0.0, plan.duration, None), flags=_FINAL)
                 return
+            turns = await self._turns(request) if diarize else None
             for index, window in enumerate(plan.selected):
                 if sender.is_cancelled():
                     self.cancelled.increment(count - index)
                     sender.send(flags=_FINAL)
                     return
-                result = await self._window(request, audio, window)
+                result = await self._window(request, audio, window, timestamps)
                 self.decoded.increment(1)
                 if sender.is_cancelled():
                     self.cancelled.increment(count - index - 1)
                     sender.send(flags=_FINAL)
                     return
                 text = " ".join(_texts(result, "text")).strip()
-                response = self._response(text, index, count, window, result if timestamps else None, window[0], plan.duration)
+                response = self._response(text, index, count, window, result if timestamps else None, window[0], plan.duration, turns)
                 sender.send(response, flags=_FINAL if index == count - 1 else 0)
         except ModelFailed as exc:
             sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), exc.code)), flags=_FINAL)
@@ -104,9 +124,29 @@ class TritonPythonModel:
             sender.send(failure(exc), flags=_FINAL)
 
     @staticmethod
-    def _response(text: str, index: int, count: int, window: tuple[float, float], timed: Any, offset: float, duration: float) -> Any:
+    def _response(
+        text: str,
+        index: int,
+        count: int,
+        window: tuple[float, float],
+        timed: Any,
+        offset: float,
+        duration: float,
+        turns: list[Turn] | None,
+    ) -> Any:
         words = _texts(timed, "words") if timed is not None else []
+        word_times = _shifted(timed, "word_times", offset) if timed is not None else []
         segments = _texts(timed, "segments") if timed is not None else []
+        segment_times = _shifted(timed, "segment_times", offset) if timed is not None else []
+        speakers: list[str] = []
+        if turns is not None:
+            timed_words = [(word, start, end) for word, (start, end) in zip(words, word_times, strict=True)]
+            grouped = group_segments(
+                [(*word, speaker) for word, speaker in zip(timed_words, assign_speakers(timed_words, turns), strict=True)]
+            )
+            segments = [segment["text"] for segment in grouped]
+            segment_times = [(segment["start"], segment["end"]) for segment in grouped]
+            speakers = [segment["speaker"] or "" for segment in grouped]
         return pb_utils.InferenceResponse(
             output_tensors=[
                 strings("text", [text]),
@@ -114,9 +154,10 @@ class TritonPythonModel:
                 _int("window_count", count),
                 spans("window_times", [window]),
                 strings("words", words),
-                spans("word_times", _shifted(timed, "word_times", offset) if timed is not None else []),
+                spans("word_times", word_times),
                 strings("segments", segments),
-                spans("segment_times", _shifted(timed, "segment_times", offset) if timed is not None else []),
+                spans("segment_times", segment_times),
+                strings("segment_speakers", speakers),
                 scalar("duration", duration),
             ]
         )

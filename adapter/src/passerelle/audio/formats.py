@@ -154,20 +154,35 @@ def seed_diarization(diarization: Diarization, *, rttm: bool) -> SeedDiarization
     )
 
 
-async def transcript_events(windows: AsyncGenerator[TranscriptWindow]) -> AsyncGenerator[str]:
+async def transcript_events(windows: AsyncGenerator[TranscriptWindow], *, diarized: bool = False) -> AsyncGenerator[str]:
     """OpenAI's streamed transcription events: a `transcript.text.delta` per decoded window (its text,
     after a space when text came before), then `transcript.text.done` with the whole text, which is
-    what the same request answers unstreamed, and the duration as usage."""
+    what the same request answers unstreamed, and the duration as usage. Diarized, each of a
+    window's speaker segments is a delta carrying its `segment_id`, then its
+    `transcript.text.segment` event; the `done` text is the segments' texts joined."""
     texts: list[str] = []
     duration = 0.0
+    segments = 0
     async with aclosing(windows):
         async for window in windows:
             duration = window.duration
             if window.count == 0:
                 continue
-            delta = f" {window.text}" if texts and window.text else window.text
-            if window.text:
-                texts.append(window.text)
-            yield json.dumps({"type": "transcript.text.delta", "delta": delta}, ensure_ascii=False)
+            if not diarized:
+                yield _delta(window.text, texts)
+                continue
+            for span in window.segments:
+                segment_id = f"seg_{segments}"
+                segments += 1
+                yield _delta(span.text, texts, segment_id=segment_id)
+                segment = {"id": segment_id, "start": span.start, "end": span.end, "speaker": span.speaker or "", "text": span.text}
+                yield json.dumps({"type": "transcript.text.segment", **segment}, ensure_ascii=False)
     done = {"type": "transcript.text.done", "text": " ".join(texts), "usage": Usage(seconds=round(duration, 3)).model_dump()}
     yield json.dumps(done, ensure_ascii=False)
+
+
+def _delta(text: str, texts: list[str], **extra: str) -> str:
+    delta = f" {text}" if texts and text else text
+    if text:
+        texts.append(text)
+    return json.dumps({"type": "transcript.text.delta", "delta": delta, **extra}, ensure_ascii=False)

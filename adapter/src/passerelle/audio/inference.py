@@ -93,11 +93,21 @@ class SpeechService:
         return speech
 
     async def transcribe_stream(
-        self, stream_model: str, model: str, audio: DecodedAudio, source: str, target: str, *, punctuation: bool, request_id: str
+        self,
+        needs: list[str],
+        audio: DecodedAudio,
+        source: str,
+        target: str,
+        *,
+        punctuation: bool,
+        diarize: SpeakerCounts | None,
+        request_id: str,
     ) -> AsyncGenerator[TranscriptWindow]:
-        """`stream_model`'s windows as they are decoded; leaving early cancels the rest in Triton."""
-        scalars = tensors.transcription_inputs(source, target, punctuation=punctuation, timestamps=False)
-        async with self.control.serving(model, stream_model):
+        """The windows of `needs[-1]` (the streaming model; the others are the models it calls) as
+        they are decoded; leaving early cancels the rest in Triton."""
+        stream_model = needs[-1]
+        scalars = tensors.transcript_stream_inputs(source, target, punctuation=punctuation, diarize=diarize)
+        async with self.control.serving(*needs):
             region = None
             tensor = InferInput("audio", [audio.samples], "FP32")
             if audio.shared_memory is not None:

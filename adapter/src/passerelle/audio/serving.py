@@ -27,7 +27,7 @@ from passerelle.core.streaming import primed, sse_response
 def reject_unsupported(form: TranscriptionForm, *, task: str) -> None:
     if form.stream and task == "translate":
         raise InvalidRequest("Translations are not streamed (as OpenAI's); send stream=false.", param="stream", code="unsupported_value")
-    if form.stream and form.response_format not in ("json", "text"):
+    if form.stream and form.response_format not in ("json", "text", "diarized_json"):
         raise InvalidRequest(
             f"stream=true takes response_format json or text; {form.response_format} is not streamed yet.",
             param="response_format",
@@ -127,18 +127,28 @@ class AudioServing:
     async def _stream(
         self, request: Request, form: TranscriptionForm, upload: UploadFile, model: ServedModel, source: str, target: str
     ) -> Response:
-        """SSE: a delta per speech window as `canary_stream` decodes it, then the whole text. Errors
-        before the first window (the upload, the models) are HTTP errors; a client that leaves
-        cancels the windows not yet decoded."""
+        """SSE: a delta per speech window as `canary_stream` decodes it (with diarization: a delta and a
+        segment per speaker segment of the window, after diarizing the whole file), then the whole
+        text. Errors before the first window (the upload, the models) are HTTP errors; a client that
+        leaves cancels the windows not yet decoded."""
         streamer = self.catalog.transcript_stream(model.key)
         if streamer is None:
             message = f"stream=true needs a transcription_stream model for '{model.key}' in the model repository."
             raise InvalidRequest(message, param="stream", code="unsupported_value")
 
+        diarized = form.response_format == "diarized_json"
+        needs = [model.key, *([streamer.parameters.get("diarization_model", "pyannote")] if diarized else []), streamer.key]
+
         async def windows() -> AsyncGenerator[TranscriptWindow]:
             async with self.decoder.decoded(upload.file, upload.size or 0) as audio:
                 stream = self.speech.transcribe_stream(
-                    streamer.key, model.key, audio, source, target, punctuation=form.punctuation, request_id=request.state.request_id
+                    needs,
+                    audio,
+                    source,
+                    target,
+                    punctuation=form.punctuation,
+                    diarize=form if diarized else None,
+                    request_id=request.state.request_id,
                 )
                 async with aclosing(stream):
                     async for window in stream:
@@ -147,7 +157,7 @@ class AudioServing:
         def to_error(failure: TritonFailure) -> APIError:
             return self.speech.control.api_error(failure, streamer.key)
 
-        events = formats.transcript_events(await primed(windows(), to_error))
+        events = formats.transcript_events(await primed(windows(), to_error), diarized=diarized)
         return sse_response(events, to_error, end=None)
 
     async def seed_transcribe(self, request: Request) -> JSONResponse:

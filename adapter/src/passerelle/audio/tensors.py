@@ -17,7 +17,9 @@ from passerelle.audio.protocol import SpeakerCounts
 
 TRANSCRIPTION_OUTPUTS = ("text", "words", "word_times", "segments", "segment_times", "speech_times", "chunk_times", "duration")
 DIARIZATION_OUTPUTS = ("speakers", "turn_times", "rttm", "duration")
-TRANSCRIPT_STREAM_OUTPUTS = ("text", "window_index", "window_count", "window_times", "duration")
+TRANSCRIPT_STREAM_OUTPUTS = (
+    "text", "window_index", "window_count", "window_times", "segments", "segment_times", "segment_speakers", "duration",
+)  # fmt: skip
 SPEAKER_TRANSCRIPT_OUTPUTS = (
     "text", "segments", "segment_speakers", "segment_times", "words", "word_speakers", "word_times",
     "speakers", "turn_times", "rttm", "duration",
@@ -91,6 +93,13 @@ def transcription_inputs(source: str, target: str, *, punctuation: bool, timesta
 
 def diarization_inputs(counts: SpeakerCounts) -> list[Scalar]:
     return _speaker_counts(counts)
+
+
+def transcript_stream_inputs(source: str, target: str, *, punctuation: bool, diarize: SpeakerCounts | None) -> list[Scalar]:
+    scalars = transcription_inputs(source, target, punctuation=punctuation, timestamps=False)
+    if diarize is not None:
+        scalars += [Scalar("diarize", "BOOL", True), *_speaker_counts(diarize)]
+    return scalars
 
 
 def speaker_transcript_inputs(source: str, target: str, *, punctuation: bool, counts: SpeakerCounts) -> list[Scalar]:
@@ -191,6 +200,7 @@ class TranscriptWindow:
     start: float
     end: float
     duration: float
+    segments: list[Span] = field(default_factory=list)  # with diarization: per-speaker segments of the window
 
     @property
     def last(self) -> bool:
@@ -211,4 +221,5 @@ def parse_window(result: InferResult) -> TranscriptWindow:
         start=window[0],
         end=window[1],
         duration=_duration(result),
+        segments=_spans(_strings(result, "segments"), _pairs(result, "segment_times"), _strings(result, "segment_speakers")),
     )
