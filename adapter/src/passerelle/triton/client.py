@@ -29,6 +29,7 @@ from tritonclient.utils import InferenceServerException, deserialize_bytes_tenso
 from passerelle.core.errors import FailureKind, TritonFailure
 
 R = TypeVar("R")
+Parse = Callable[[InferResult], R]
 
 log = logging.getLogger("passerelle.triton")
 _PIECE = 1 << 20
@@ -362,15 +363,11 @@ class TritonClient:
         inputs: list[InferInput],
         outputs: list[InferRequestedOutput],
         request_id: str,
-        parse: Callable[[InferResult], R],
+        parse: Parse[R],
         last: Callable[[R], bool],
     ) -> AsyncGenerator[R]:
-        """One request to a decoupled model over one `ModelStreamInfer` stream: each response
-        parsed, until `last` says one was the final.
-
-        Leaving the iteration early (client gone, error, task cancelled) cancels the gRPC stream,
-        which Triton turns into a cancelled request inside the model.
-        """
+        """One request to a decoupled model over one `ModelStreamInfer` stream: each response parsed, until
+        `last` says it was the final. Leaving early cancels the stream, and so the request in the model."""
         done = asyncio.Event()
 
         async def requests() -> AsyncIterator[dict[str, Any]]:
@@ -392,8 +389,7 @@ class TritonClient:
         except grpc.aio.AioRpcError as error:
             raise _from_rpc(error) from error
         finally:
-            # Cancel before half-closing: Triton 2.51 can miss a cancellation that arrives after the
-            # client's end-of-requests, and then runs the request to completion.
+            # Cancel before half-closing: Triton 2.51 can miss a cancellation after end-of-requests.
             if not finished:
                 responses.cancel()
             done.set()
@@ -401,8 +397,4 @@ class TritonClient:
     def generate(self, model: str, generation: Generation, request_id: str) -> AsyncGenerator[Delta]:
         """One request to a vLLM-backend model: a delta per response until every choice has finished."""
         inputs, outputs = build_inputs(generation)
-        return self.stream(model, inputs, outputs, request_id, parse_response, _finished)
-
-
-def _finished(delta: Delta) -> bool:
-    return delta.finished
+        return self.stream(model, inputs, outputs, request_id, parse_response, lambda delta: delta.finished)
