@@ -16,31 +16,13 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 from passerelle_triton.attribution import Turn, assign_speakers, group_segments
 from passerelle_triton.backend import ModelArgs, audio_input, failure, optional, scalar, spans, strings
+from passerelle_triton.bls import ModelFailed, call, given, pairs, texts
 from passerelle_triton.vad import SAMPLE_RATE
 
 _CANARY_INPUTS = ("source_language", "target_language", "punctuation")
 _DIARIZATION_INPUTS = ("num_speakers", "min_speakers", "max_speakers")
 _CANARY_OUTPUTS = ["text", "words", "word_times", "segments", "segment_times"]
 _FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
-
-
-class ModelFailed(Exception):
-    def __init__(self, model: str, error: Any) -> None:
-        super().__init__(f"{model}: {error.message()}")
-        self.code = error.code()
-
-
-def _output(response: Any, name: str) -> np.ndarray:
-    array: np.ndarray = pb_utils.get_output_tensor_by_name(response, name).as_numpy()
-    return array
-
-
-def _texts(response: Any, name: str) -> list[str]:
-    return [value.decode("utf-8") for value in _output(response, name).reshape(-1)]
-
-
-def _shifted(response: Any, name: str, offset: float) -> list[tuple[float, float]]:
-    return [(float(start) + offset, float(end) + offset) for start, end in _output(response, name).reshape(-1, 2)]
 
 
 def _int(name: str, value: int) -> Any:
@@ -67,28 +49,17 @@ class TritonPythonModel:
     async def execute(self, requests: list[Any]) -> None:
         await asyncio.gather(*(self._stream(request) for request in requests))
 
-    async def _call(self, model: str, inputs: list[Any], outputs: list[str]) -> Any:
-        response = await pb_utils.InferenceRequest(model_name=model, inputs=inputs, requested_output_names=outputs).async_exec()
-        if response.has_error():
-            raise ModelFailed(model, response.error())
-        return response
-
     async def _window(self, request: Any, audio: np.ndarray, window: tuple[float, float], timestamps: bool) -> Any:
         start, end = round(window[0] * SAMPLE_RATE), round(window[1] * SAMPLE_RATE)
         inputs = [pb_utils.Tensor("audio", np.ascontiguousarray(audio[start:end])), pb_utils.Tensor("timestamps", np.array([timestamps]))]
-        inputs += [tensor for name in _CANARY_INPUTS if (tensor := pb_utils.get_input_tensor_by_name(request, name)) is not None]
-        return await self._call(self.transcriber, inputs, _CANARY_OUTPUTS)
+        return await call(self.transcriber, [*inputs, *given(request, _CANARY_INPUTS)], _CANARY_OUTPUTS)
 
     async def _turns(self, request: Any) -> list[Turn]:
         """The whole recording's speaker turns, without overlaps (what words are attributed by)."""
-        inputs = [pb_utils.get_input_tensor_by_name(request, "audio")]
-        inputs += [tensor for name in _DIARIZATION_INPUTS if (tensor := pb_utils.get_input_tensor_by_name(request, name)) is not None]
-        response = await self._call(self.diarizer, inputs, ["exclusive_speakers", "exclusive_turn_times"])
-        speakers = _texts(response, "exclusive_speakers")
-        return [
-            Turn(speaker, start, end)
-            for speaker, (start, end) in zip(speakers, _shifted(response, "exclusive_turn_times", 0.0), strict=True)
-        ]
+        inputs = given(request, ("audio", *_DIARIZATION_INPUTS))
+        response = await call(self.diarizer, inputs, ["exclusive_speakers", "exclusive_turn_times"])
+        speakers = texts(response, "exclusive_speakers")
+        return [Turn(speaker, start, end) for speaker, (start, end) in zip(speakers, pairs(response, "exclusive_turn_times"), strict=True)]
 
     async def _stream(self, request: Any) -> None:
         sender = request.get_response_sender()
@@ -115,11 +86,11 @@ class TritonPythonModel:
                     self.cancelled.increment(count - index - 1)
                     sender.send(flags=_FINAL)
                     return
-                text = " ".join(_texts(result, "text")).strip()
+                text = " ".join(texts(result, "text")).strip()
                 response = self._response(text, index, count, window, result if timestamps else None, window[0], plan.duration, turns)
                 sender.send(response, flags=_FINAL if index == count - 1 else 0)
         except ModelFailed as exc:
-            sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), exc.code)), flags=_FINAL)
+            sender.send(exc.response(), flags=_FINAL)
         except Exception as exc:  # noqa: BLE001 - every failure becomes this request's final error response
             sender.send(failure(exc), flags=_FINAL)
 
@@ -134,10 +105,10 @@ class TritonPythonModel:
         duration: float,
         turns: list[Turn] | None,
     ) -> Any:
-        words = _texts(timed, "words") if timed is not None else []
-        word_times = _shifted(timed, "word_times", offset) if timed is not None else []
-        segments = _texts(timed, "segments") if timed is not None else []
-        segment_times = _shifted(timed, "segment_times", offset) if timed is not None else []
+        words = texts(timed, "words") if timed is not None else []
+        word_times = pairs(timed, "word_times", offset) if timed is not None else []
+        segments = texts(timed, "segments") if timed is not None else []
+        segment_times = pairs(timed, "segment_times", offset) if timed is not None else []
         speakers: list[str] = []
         if turns is not None:
             timed_words = [(word, start, end) for word, (start, end) in zip(words, word_times, strict=True)]

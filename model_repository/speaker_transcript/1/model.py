@@ -14,40 +14,15 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 from passerelle_triton.attribution import Turn, assign_speakers, turn_segments
 from passerelle_triton.backend import ModelArgs, failure, scalar, spans, strings
+from passerelle_triton.bls import ModelFailed, call, given, output, pairs, texts
 
 _TRANSCRIPTION_INPUTS = ("audio", "source_language", "target_language", "punctuation")
 _DIARIZATION_INPUTS = ("audio", "num_speakers", "min_speakers", "max_speakers")
 _DIARIZATION_OUTPUTS = ["speakers", "turn_times", "exclusive_speakers", "exclusive_turn_times", "rttm"]
 
 
-class ModelFailed(Exception):
-    """A model this pipeline calls answered with an error; its code and message are passed on."""
-
-    def __init__(self, model: str, error: Any) -> None:
-        super().__init__(f"{model}: {error.message()}")
-        self.code = error.code()
-
-
-def _inputs(request: Any, names: tuple[str, ...]) -> list[Any]:
-    tensors = [pb_utils.get_input_tensor_by_name(request, name) for name in names]
-    return [tensor for tensor in tensors if tensor is not None]
-
-
-def _output(response: Any, name: str) -> np.ndarray:
-    array: np.ndarray = pb_utils.get_output_tensor_by_name(response, name).as_numpy()
-    return array
-
-
-def _texts(response: Any, name: str) -> list[str]:
-    return [value.decode("utf-8") for value in _output(response, name).reshape(-1)]
-
-
-def _pairs(response: Any, name: str) -> list[tuple[float, float]]:
-    return [(float(start), float(end)) for start, end in _output(response, name).reshape(-1, 2)]
-
-
 def _turns(response: Any, speakers: str, times: str) -> list[Turn]:
-    return [Turn(speaker, start, end) for speaker, (start, end) in zip(_texts(response, speakers), _pairs(response, times), strict=True)]
+    return [Turn(speaker, start, end) for speaker, (start, end) in zip(texts(response, speakers), pairs(response, times), strict=True)]
 
 
 class TritonPythonModel:
@@ -59,25 +34,18 @@ class TritonPythonModel:
     async def execute(self, requests: list[Any]) -> list[Any]:
         return list(await asyncio.gather(*(self._run(request) for request in requests)))
 
-    async def _call(self, model: str, inputs: list[Any], outputs: list[str]) -> Any:
-        request = pb_utils.InferenceRequest(model_name=model, inputs=inputs, requested_output_names=outputs)
-        response = await request.async_exec()
-        if response.has_error():
-            raise ModelFailed(model, response.error())
-        return response
-
     async def _run(self, request: Any) -> Any:
         try:
-            transcription_inputs = [*_inputs(request, _TRANSCRIPTION_INPUTS), pb_utils.Tensor("timestamps", np.array([True]))]
+            transcription_inputs = [*given(request, _TRANSCRIPTION_INPUTS), pb_utils.Tensor("timestamps", np.array([True]))]
             transcript, diarization = await asyncio.gather(
-                self._call(self.transcriber, transcription_inputs, ["text", "words", "word_times", "duration"]),
-                self._call(self.diarizer, _inputs(request, _DIARIZATION_INPUTS), _DIARIZATION_OUTPUTS),
+                call(self.transcriber, transcription_inputs, ["text", "words", "word_times", "duration"]),
+                call(self.diarizer, given(request, _DIARIZATION_INPUTS), _DIARIZATION_OUTPUTS),
             )
         except ModelFailed as exc:
-            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), exc.code))
+            return exc.response()
         except Exception as exc:  # noqa: BLE001 - every failure becomes this request's error response
             return failure(exc)
-        word_times = zip(_texts(transcript, "words"), _pairs(transcript, "word_times"), strict=True)
+        word_times = zip(texts(transcript, "words"), pairs(transcript, "word_times"), strict=True)
         words = [(text, start, end) for text, (start, end) in word_times]
         turns = _turns(diarization, "speakers", "turn_times")
         exclusive = _turns(diarization, "exclusive_speakers", "exclusive_turn_times")
@@ -85,7 +53,7 @@ class TritonPythonModel:
         segments = turn_segments(words, exclusive, speakers)
         return pb_utils.InferenceResponse(
             output_tensors=[
-                strings("text", _texts(transcript, "text")),
+                strings("text", texts(transcript, "text")),
                 strings("segments", [segment["text"] for segment in segments]),
                 strings("segment_speakers", [segment["speaker"] or "" for segment in segments]),
                 spans("segment_times", [(segment["start"], segment["end"]) for segment in segments]),
@@ -94,7 +62,7 @@ class TritonPythonModel:
                 spans("word_times", [(start, end) for _, start, end in words]),
                 strings("speakers", [turn.speaker for turn in turns]),
                 spans("turn_times", [(turn.start, turn.end) for turn in turns]),
-                strings("rttm", _texts(diarization, "rttm")),
-                scalar("duration", float(_output(transcript, "duration").reshape(-1)[0])),
+                strings("rttm", texts(diarization, "rttm")),
+                scalar("duration", float(output(transcript, "duration").reshape(-1)[0])),
             ]
         )
