@@ -88,6 +88,7 @@ def test_models_list_the_audio_models(client: openai.OpenAI) -> None:
     tasks = {model.id: model.model_extra.get("task") for model in client.models.list().data}  # type: ignore[union-attr]
     assert tasks["canary"] == "transcription" and tasks["pyannote"] == "diarization"
     assert tasks["speaker_transcript"] == "speaker_transcription" and tasks["qwen"] == "chat"
+    assert tasks["langid"] == "language_identification" and tasks["canary_stream"] == "transcription_stream"
 
 
 def test_transcription_json(client: openai.OpenAI, speech: SpeechSet) -> None:
@@ -159,11 +160,13 @@ def test_translation_to_english(client: openai.OpenAI, speech: SpeechSet) -> Non
     assert body["task"] == "translate" and body["language"] == "english" and isinstance(body["text"], str)
 
 
-def test_translation_needs_the_source_language(client: openai.OpenAI, speech: SpeechSet) -> None:
-    with speech.dialogue.open("rb") as audio, pytest.raises(openai.BadRequestError) as error:
-        client.audio.translations.create(model="canary", file=audio)
-    assert error.value.body["code"] == "missing_source_language"  # type: ignore[index]
-    assert "language" in error.value.body["message"]  # type: ignore[index]
+def test_translating_english_speech_is_a_transcription(client: openai.OpenAI, speech: SpeechSet) -> None:
+    """No language named: the dialogue is identified as English, and English into English is a transcription
+    (tests/test_language_identification.py translates German and French)."""
+    with speech.dialogue.open("rb") as audio:
+        result = client.audio.translations.create(model="canary", file=audio, response_format="verbose_json")
+    body = result.model_dump()
+    assert body["task"] == "transcribe" and body["language"] == "english" and body["text"]
 
 
 def test_any_to_any_translation_through_target_language(client: openai.OpenAI, speech: SpeechSet) -> None:

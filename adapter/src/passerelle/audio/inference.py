@@ -20,7 +20,7 @@ from tritonclient.grpc import InferInput, InferResult
 from passerelle.audio import tensors
 from passerelle.audio.decoding import DecodedAudio
 from passerelle.audio.protocol import SpeakerCounts
-from passerelle.audio.tensors import Diarization, RecognizedSpeech, TranscriptWindow
+from passerelle.audio.tensors import Diarization, IdentifiedLanguage, RecognizedSpeech, TranscriptWindow
 from passerelle.core.errors import TritonFailure
 from passerelle.core.observability import Metrics
 from passerelle.triton.client import TritonClient
@@ -130,6 +130,9 @@ class SpeechService:
                 if region is not None:
                     await self._unregister(region)
         self.metrics.audio_seconds.labels(model=stream_model).inc(audio.duration_s)
+
+    async def identify_language(self, model: str, audio: DecodedAudio) -> IdentifiedLanguage:
+        return tensors.parse_identification(await self._infer(model, [model], audio, [], tensors.LANGUAGE_OUTPUTS))
 
     async def diarize(self, model: str, audio: DecodedAudio, counts: SpeakerCounts) -> Diarization:
         scalars = tensors.diarization_inputs(counts)

@@ -24,12 +24,27 @@ def language_code(value: str) -> str | None:
     return base if base in LANGUAGES else None
 
 
-def require_language(value: str | None, default: str, param: str) -> str:
-    """The code of the language a request names (or `default`); 400 for one Canary does not speak."""
-    code = language_code(value or default)
+def require_language(value: str, param: str) -> str:
+    """The code of the language a request (or a setting) names; 400 for one Canary does not speak."""
+    code = language_code(value)
     if code is None:
-        supported = ", ".join(sorted(LANGUAGES))
         raise InvalidRequest(
-            f"Language '{value}' is not supported by Canary. Supported: {supported}.", param=param, code="unsupported_language"
+            f"Language '{value}' is not supported by Canary. Supported: {', '.join(sorted(LANGUAGES))}.",
+            param=param,
+            code="unsupported_language",
+        )
+    return code
+
+
+def require_identified(language: str, probability: float) -> str:
+    """The code of the language the identification model heard; 400 naming it when Canary does not speak it."""
+    code = language_code(language)
+    if code is None:
+        raise InvalidRequest(
+            f"The spoken language was identified as '{language}' (probability {probability:.2f}), which Canary does not "
+            f"support. Supported: {', '.join(sorted(LANGUAGES))}. If the identification is wrong, name the language "
+            "with the 'language' field.",
+            param="language",
+            code="unsupported_language",
         )
     return code

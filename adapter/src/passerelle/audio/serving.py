@@ -1,6 +1,6 @@
-"""Audio: prepare (form, languages, models) → run (ffmpeg decode, then Triton) → format → errors, for
-OpenAI's `/v1/audio/transcriptions` and `/v1/audio/translations` and the seed's `/api/audio/transcribe`
-and `/api/diarization/process`."""
+"""Audio: prepare (form, languages, models) → run (ffmpeg decode, language identification when no
+language is named, then Triton) → format → errors, for OpenAI's `/v1/audio/transcriptions` and
+`/v1/audio/translations` and the seed's `/api/audio/transcribe` and `/api/diarization/process`."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import UploadFile
 
 from passerelle.audio import formats
-from passerelle.audio.decoding import AudioDecoder
+from passerelle.audio.decoding import AudioDecoder, DecodedAudio
 from passerelle.audio.forms import read_form
 from passerelle.audio.inference import SpeechService
-from passerelle.audio.languages import require_language
+from passerelle.audio.languages import require_identified, require_language
 from passerelle.audio.protocol import SeedDiarizationForm, SeedTranscribeForm, TranscriptionForm
 from passerelle.audio.tensors import RecognizedSpeech, TranscriptWindow
 from passerelle.core.catalog import Catalog, ServedModel
@@ -55,12 +55,49 @@ def reject_unsupported(form: TranscriptionForm, *, task: str) -> None:
         raise InvalidRequest("Speaker counts apply to response_format=diarized_json only.", param="num_speakers", code="invalid_value")
 
 
+Languages = TranscriptionForm | SeedTranscribeForm
+
+
 class AudioServing:
-    def __init__(self, catalog: Catalog, decoder: AudioDecoder, speech: SpeechService, default_language: str) -> None:
+    def __init__(self, catalog: Catalog, decoder: AudioDecoder, speech: SpeechService, default_language: str | None) -> None:
         self.catalog = catalog
         self.decoder = decoder
         self.speech = speech
-        self.default_language = default_language
+        self.default_language = require_language(default_language, "default_audio_language") if default_language else None
+
+    def _check_languages(self, form: Languages) -> None:
+        """Named languages are checked before the upload is decoded."""
+        if form.language:
+            require_language(form.language, "language")
+        if form.target_language:
+            require_language(form.target_language, "target_language")
+
+    async def _languages(self, audio: DecodedAudio, form: Languages, *, task: str) -> tuple[str, str]:
+        """(source, target): the named source language, else the configured default, else the one the
+        language-identification model hears in a few speech windows; the target defaults to English
+        for translations and to the source otherwise."""
+        if form.language:
+            source = require_language(form.language, "language")
+        elif self.default_language:
+            source = self.default_language
+        else:
+            source = await self._identify(audio)
+        if form.target_language:
+            return source, require_language(form.target_language, "target_language")
+        return source, "en" if task == "translate" else source
+
+    async def _identify(self, audio: DecodedAudio) -> str:
+        model = self.catalog.language_identifier()
+        if model is None:
+            raise InvalidRequest(
+                "No language was named, and the model repository has no language_identification model to identify it. "
+                "Name the spoken language with the 'language' field (the OpenAI SDK: extra_body={'language': 'de'} for translations).",
+                param="language",
+                code="missing_language",
+            )
+        heard = await self.speech.identify_language(model.key, audio)
+        # No speech at all: nothing will be transcribed, in whatever language.
+        return require_identified(heard.language, heard.probability) if heard.language else "en"
 
     def _model(self, name: str | None, task: str) -> ServedModel:
         """The named model, or the repository's first one for `task` (the seed's routes name none)."""
@@ -85,14 +122,15 @@ class AudioServing:
         upload: UploadFile,
         model: ServedModel,
         pipeline: ServedModel | None,
-        source: str,
-        target: str,
-        form: TranscriptionForm | SeedTranscribeForm,
+        form: Languages,
         *,
+        task: str,
         timestamps: bool,
-    ) -> tuple[RecognizedSpeech, dict[str, str]]:
-        """Canary alone, or, with a speaker pipeline, the speaker-attributed transcript (always timed)."""
+    ) -> tuple[RecognizedSpeech, str, str, dict[str, str]]:
+        """Canary alone, or, with a speaker pipeline, the speaker-attributed transcript (always timed);
+        with the source and target languages it ran with."""
         async with self.decoder.decoded(upload.file, upload.size or 0) as audio:
+            source, target = await self._languages(audio, form, task=task)
             if pipeline is None:
                 speech = await self.speech.transcribe(model.key, audio, source, target, punctuation=form.punctuation, timestamps=timestamps)
             else:
@@ -100,33 +138,23 @@ class AudioServing:
                 speech = await self.speech.speaker_transcribe(
                     pipeline.key, parts, audio, source, target, punctuation=form.punctuation, counts=form
                 )
-        return speech, formats.timing_headers(audio, speech)
+        return speech, source, target, formats.timing_headers(audio, speech)
 
     async def openai(self, request: Request, *, task: str) -> Response:
         form, upload = await read_form(request, TranscriptionForm)
         reject_unsupported(form, task=task)
+        self._check_languages(form)
         model = self._model(form.model, "transcription")
         request.state.model = model.key
-        source = require_language(form.language, self.default_language, "language")
-        target = require_language(form.target_language, "en" if task == "translate" else source, "target_language")
-        if task == "translate" and source == target:
-            raise InvalidRequest(
-                f"Canary cannot detect the spoken language, and the source language ('{source}') is the target. "
-                "Name the source language with the 'language' field (the OpenAI SDK: extra_body={'language': 'de'}).",
-                param="language",
-                code="missing_source_language",
-            )
         if form.stream:
-            return await self._stream(request, form, upload, model, source, target)
+            return await self._stream(request, form, upload, model)
         pipeline = self._pipeline(model) if form.response_format == "diarized_json" else None
         timestamps = form.response_format in ("srt", "vtt", "verbose_json")
-        speech, headers = await self._recognize(upload, model, pipeline, source, target, form, timestamps=timestamps)
+        speech, source, target, headers = await self._recognize(upload, model, pipeline, form, task=task, timestamps=timestamps)
         # verbose_json reports the language of its text: the spoken one, or the one it was translated into.
         return formats.openai_response(speech, form, task="translate" if target != source else task, language=target, headers=headers)
 
-    async def _stream(
-        self, request: Request, form: TranscriptionForm, upload: UploadFile, model: ServedModel, source: str, target: str
-    ) -> Response:
+    async def _stream(self, request: Request, form: TranscriptionForm, upload: UploadFile, model: ServedModel) -> Response:
         """SSE: a delta per speech window as `canary_stream` decodes it (with diarization: a delta and a
         segment per speaker segment of the window, after diarizing the whole file), then the whole
         text. Errors before the first window (the upload, the models) are HTTP errors; a client that
@@ -141,6 +169,7 @@ class AudioServing:
 
         async def windows() -> AsyncGenerator[TranscriptWindow]:
             async with self.decoder.decoded(upload.file, upload.size or 0) as audio:
+                source, target = await self._languages(audio, form, task="transcribe")
                 stream = self.speech.transcribe_stream(
                     needs,
                     audio,
@@ -162,14 +191,15 @@ class AudioServing:
 
     async def seed_transcribe(self, request: Request) -> JSONResponse:
         form, upload = await read_form(request, SeedTranscribeForm)
+        self._check_languages(form)
         model = self._model(form.model, "transcription")
         request.state.model = model.key
-        source = require_language(form.language, self.default_language, "language")
-        target = require_language(form.target_language, source, "target_language")
         if (form.num_speakers or form.min_speakers or form.max_speakers) and not form.diarization:
             raise InvalidRequest("Speaker counts need diarization=true.", param="num_speakers", code="invalid_value")
         pipeline = self._pipeline(model) if form.diarization else None
-        speech, headers = await self._recognize(upload, model, pipeline, source, target, form, timestamps=form.timestamps)
+        speech, source, target, headers = await self._recognize(
+            upload, model, pipeline, form, task="transcribe", timestamps=form.timestamps
+        )
         detailed = form.timestamps or form.diarization
         body = formats.seed_transcription(speech, source=source, target=target, detailed=detailed, diarized=form.diarization)
         return JSONResponse(body.model_dump(mode="json", exclude_none=True), headers=headers)

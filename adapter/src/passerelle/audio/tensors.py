@@ -1,4 +1,4 @@
-"""The `canary`, `canary_stream`, `pyannote` and `speaker_transcript` models' tensors (docs/triton.md, "Audio tensors").
+"""The `canary`, `canary_stream`, `langid`, `pyannote` and `speaker_transcript` models' tensors (docs/triton.md, "Audio tensors").
 
 PCM goes in as `audio` (FP32, 16 kHz mono; `audio/inference.py` makes that tensor, in the request
 or in shared memory) with scalar options beside it; texts come back as BYTES lists with
@@ -17,6 +17,7 @@ from passerelle.audio.protocol import SpeakerCounts
 
 TRANSCRIPTION_OUTPUTS = ("text", "words", "word_times", "segments", "segment_times", "speech_times", "chunk_times", "duration")
 DIARIZATION_OUTPUTS = ("speakers", "turn_times", "rttm", "duration")
+LANGUAGE_OUTPUTS = ("language", "languages", "probabilities", "window_times")
 TRANSCRIPT_STREAM_OUTPUTS = (
     "text", "window_index", "window_count", "window_times", "segments", "segment_times", "segment_speakers", "duration",
 )  # fmt: skip
@@ -52,6 +53,15 @@ class RecognizedSpeech:
     def speech_detected(self) -> bool:
         """Whether any speech was found: VAD regions from Canary, or speaker turns from the pipeline."""
         return bool(self.speech or self.turns or self.words or self.text.strip())
+
+
+@dataclass(frozen=True)
+class IdentifiedLanguage:
+    """What the language-identification model heard: `language` is "" when there was no speech."""
+
+    language: str
+    probability: float
+    windows: list[tuple[float, float]]
 
 
 @dataclass
@@ -167,6 +177,15 @@ def parse_transcription(result: InferResult) -> RecognizedSpeech:
         segments=_spans(_strings(result, "segments"), _pairs(result, "segment_times")),
         chunks=_pairs(result, "chunk_times"),
         speech=_pairs(result, "speech_times"),
+    )
+
+
+def parse_identification(result: InferResult) -> IdentifiedLanguage:
+    probabilities = result.as_numpy("probabilities")
+    return IdentifiedLanguage(
+        language=(_strings(result, "language") or [""])[0],
+        probability=float(probabilities.reshape(-1)[0]) if probabilities is not None and probabilities.size else 0.0,
+        windows=_pairs(result, "window_times"),
     )
 
 

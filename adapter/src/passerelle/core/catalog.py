@@ -7,7 +7,8 @@ Each model directory says what it is:
   - a config parameter `passerelle_task` marks the audio models: `transcription` (canary),
     `diarization` (pyannote), `speaker_transcription` (the pipeline that combines the two,
     whose `transcription_model` and `diarization_model` parameters name them) and
-    `transcription_stream` (canary_stream, whose `transcription_model` names the one it streams).
+    `transcription_stream` (canary_stream, whose `transcription_model` names the one it streams)
+    and `language_identification` (langid, which names the spoken language).
 Names that clients may use resolve here: the repository key, the served (Hugging Face)
 name, its last path segment, in any case.
 
@@ -289,6 +290,10 @@ class Catalog:
 
     def first(self, task: str) -> ServedModel | None:
         return next((model for model in self.models.values() if model.task == task), None)
+
+    def language_identifier(self) -> ServedModel | None:
+        """The model that names the spoken language when a request does not, if the repository has one."""
+        return self.first("language_identification")
 
     def speaker_pipeline(self, transcriber: str) -> ServedModel | None:
         """The pipeline that attributes `transcriber`'s words to speakers, if the repository has one."""

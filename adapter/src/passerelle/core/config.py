@@ -94,8 +94,10 @@ class Settings(BaseSettings):
     # binary protocol), or "auto" (shared memory when Triton's gRPC URL is loopback).
     audio_transfer: Literal["auto", "shared_memory", "http"] = "auto"
     shared_memory_dir: Path = Path("/dev/shm")
-    # Canary cannot detect the spoken language: requests that name none are taken as this one.
-    default_audio_language: str = "en"
+    # Audio requests that name no language: the repository's language-identification model
+    # (`langid`) listens to a few speech windows and names it, unless this setting names one
+    # (an ISO 639-1 code Canary speaks), which skips the identification.
+    default_audio_language: str | None = None
 
     @field_validator(
         "preload_models",

@@ -27,28 +27,23 @@ NeMo 3.0 details this module works around:
   ``override_config``).
 - Inputs shorter than 1 s are padded by NeMo on both sides, which would shift their timestamps; shorter
   windows are padded here, on the right only.
-- ``restore_from`` extracts with ``tarfile``'s ``filter="data"``, which Python 3.11 gained only in 3.11.4;
-  on older interpreters the engine extracts the archive itself and restores from the directory (a directory
-  holding an extracted ``.nemo`` is accepted as ``nemo_path`` too).
+- ``restore_from`` needs ``tarfile``'s ``filter="data"`` (Python 3.11.4+): ``nemo_models.restore`` works
+  around it (a directory holding an extracted ``.nemo`` is accepted as ``nemo_path`` too).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import logging
 import re
-import tarfile
-import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 import numpy as np
 
 from passerelle_triton import vad
+from passerelle_triton.nemo_models import quiet_nemo, restore
 
 SAMPLE_RATE = vad.SAMPLE_RATE
 # NeMo pads tensor inputs shorter than this on both sides (TranscriptionTensorDataset.pad_min_duration).
@@ -119,8 +114,8 @@ class CanaryEngine:
         self.batch_size = batch_size
         self._lock = threading.Lock()
 
-        _quiet_nemo()
-        self.model = _restore(nemo_path, device)
+        quiet_nemo()
+        self.model = restore(nemo_path, device)
         self.model.eval()
         sample_rate = int(self.model.cfg.sample_rate)
         if sample_rate != SAMPLE_RATE:
@@ -231,64 +226,3 @@ def _monotonic(items: list[_Timed]) -> list[_Timed]:
 
 def _language_tags(tokenizer: Any) -> frozenset[str]:
     return frozenset(match.group(1) for piece in tokenizer.vocab if (match := _LANGUAGE_TAG.fullmatch(str(piece))))
-
-
-def _quiet_nemo() -> None:
-    from nemo.utils import logging as nemo_logging
-
-    nemo_logging.setLevel(logging.WARNING)
-
-
-class _DropHydraClassLookupErrors(logging.Filter):
-    # Canary configs name a factory function (get_nemo_transformer) as _target_; hydra logs an error, NeMo falls back.
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Error getting class at")
-
-
-@contextlib.contextmanager
-def _hydra_lookup_errors_dropped() -> Iterator[None]:
-    hydra_logger = logging.getLogger("hydra.utils")
-    log_filter = _DropHydraClassLookupErrors()
-    hydra_logger.addFilter(log_filter)
-    try:
-        yield
-    finally:
-        hydra_logger.removeFilter(log_filter)
-
-
-def _restore(nemo_path: str, device: str) -> Any:
-    import torch
-    from nemo.collections.asr.models import ASRModel
-    from nemo.core.connectors.save_restore_connector import SaveRestoreConnector
-
-    path = Path(nemo_path)
-    if not path.exists():
-        raise FileNotFoundError(f"no such .nemo file or directory: {nemo_path}")
-    map_location = torch.device(device)
-
-    def from_directory(directory: str) -> Any:
-        connector = SaveRestoreConnector()
-        connector.model_extracted_dir = directory
-        return ASRModel.restore_from(directory, map_location=map_location, save_restore_connector=connector)
-
-    with _hydra_lookup_errors_dropped():
-        if path.is_dir():
-            return from_directory(str(path))
-        if hasattr(tarfile, "data_filter"):
-            return ASRModel.restore_from(str(path), map_location=map_location)
-        # The model reads everything it needs while restoring, so the directory can go right after.
-        with tempfile.TemporaryDirectory(prefix="canary-") as directory:
-            _extract(path, directory)
-            return from_directory(directory)
-
-
-def _extract(archive: Path, directory: str) -> None:
-    """Extract regular files and folders, refusing absolute paths and '..' (what filter='data' would do)."""
-    with tarfile.open(archive, "r:*") as tar:
-        members = []
-        for member in tar.getmembers():
-            name = PurePosixPath(member.name)
-            if name.is_absolute() or ".." in name.parts or not (member.isfile() or member.isdir()):
-                raise ValueError(f"{archive}: refusing to extract member {member.name!r}")
-            members.append(member)
-        tar.extractall(directory, members=members)
