@@ -203,3 +203,24 @@ def test_langid_is_described_for_native_clients(stack: Stack, langid_loaded: Non
     assert [tensor["name"] for tensor in config["input"]] == ["audio", "max_windows"]
     assert [tensor["name"] for tensor in config["output"]] == ["language", "languages", "probabilities", "window_times", "duration"]
     assert json.dumps(config).count("language_identification") == 1
+
+
+def test_native_speaker_transcript_identifies_the_language_with_auto(
+    http: httpx.Client, triton: grpcclient.InferenceServerClient, spoken: dict[str, Path]
+) -> None:
+    """`speaker_transcript` (BLS) asks `langid` when told "auto", and Canary gets the language it names."""
+    response = http.post(
+        "/v1/audio/transcriptions", data={"model": "canary", "response_format": "diarized_json"}, files=_upload(spoken["fr"])
+    )
+    assert response.status_code == 200, response.text  # loads langid, canary, pyannote and speaker_transcript
+    for language in ("de", "fr"):
+        pcm = _pcm(spoken[language])
+        audio = grpcclient.InferInput("audio", [len(pcm)], "FP32")
+        audio.set_data_from_numpy(pcm)
+        source = grpcclient.InferInput("source_language", [1], "BYTES")
+        source.set_data_from_numpy(np.array([b"auto"], dtype=np.object_))
+        result = triton.infer("speaker_transcript", [audio, source], client_timeout=300)
+        assert result.as_numpy("language")[0].decode() == language
+        assert len(result.as_numpy("segment_speakers")) == len(result.as_numpy("segments")) > 0
+    named = triton.infer("speaker_transcript", [audio], client_timeout=300)  # no source_language: Canary's default, en
+    assert named.as_numpy("language")[0].decode() == "en"

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import re
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -171,6 +172,17 @@ class AudioDecoder:
         finally:
             audio.close()
 
+    async def decode_clip(self, data: bytes, max_seconds: float) -> np.ndarray:
+        """A short clip held in memory (a known speaker's reference), probed and decoded as an upload is,
+        into the adapter's memory; at most one second over `max_seconds` is decoded."""
+        with tempfile.TemporaryFile() as handle:
+            handle.write(data)
+            handle.flush()
+            fd = handle.fileno()
+            await self.probe(fd)
+            pcm = await self._ffmpeg(fd, "-", limit_s=max_seconds + 1)
+        return np.frombuffer(pcm, dtype=np.float32, count=len(pcm) // _BYTES_PER_SAMPLE).copy()
+
     def _too_long(self, seconds: float) -> PayloadTooLarge:
         return PayloadTooLarge(
             f"The audio lasts {seconds:.0f} s or more; the limit is {self.settings.max_audio_duration_s:.0f} s (MAX_AUDIO_DURATION_S).",
@@ -178,7 +190,7 @@ class AudioDecoder:
             code="audio_too_long",
         )
 
-    async def _ffmpeg(self, fd: int, output: str, expected_bytes: int = 0) -> memoryview:
+    async def _ffmpeg(self, fd: int, output: str, expected_bytes: int = 0, limit_s: float | None = None) -> memoryview:
         """Decode to `output` (a file) or, for "-", into memory. At most one second over the duration
         limit is decoded, so that an over-long file without a declared duration is caught cheaply.
         In memory, a buffer sized from the declared duration takes the PCM without regrowing."""
@@ -187,7 +199,7 @@ class AudioDecoder:
             "-nostdin", "-hide_banner", "-v", "error",
             "-i", f"/dev/fd/{fd}",
             "-map", "0:a:0", "-ac", "1", "-ar", str(SAMPLE_RATE),
-            "-t", str(self.settings.max_audio_duration_s + 1),
+            "-t", str(limit_s if limit_s is not None else self.settings.max_audio_duration_s + 1),
             "-f", "f32le", "-y", output,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

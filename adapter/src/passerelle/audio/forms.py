@@ -30,7 +30,9 @@ async def close_form(request: Request) -> AsyncIterator[None]:
             await form.close()
 
 
-_LIST_FIELDS = {"timestamp_granularities", "include", "known_speaker_names", "known_speaker_references"}
+_LIST_FIELDS = {"timestamp_granularities", "include", "known_speaker_names", "known_speaker_references", "languages", "keywords"}
+# Text fields may hold a known speaker's reference clip as a data URL (passerelle.audio.speakers).
+_MAX_FIELD_BYTES = 5 * 1024 * 1024
 
 
 def form_schema(schema: type[BaseModel]) -> dict[str, Any]:
@@ -53,7 +55,7 @@ def _list_items(value: str) -> list[str]:
 async def read_form(request: Request, schema: type[Form]) -> tuple[Form, UploadFile]:
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise InvalidRequest("Audio requests must be multipart/form-data, with the audio in the 'file' field.", code="invalid_content_type")
-    form = request.state.form = await request.form(max_files=1, max_fields=64)
+    form = request.state.form = await request.form(max_files=1, max_fields=320, max_part_size=_MAX_FIELD_BYTES)
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
         raise InvalidRequest("The 'file' field is required and must be a file upload.", param="file", code="missing_file")

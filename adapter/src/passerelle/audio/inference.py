@@ -20,7 +20,7 @@ from tritonclient.grpc import InferInput, InferResult
 from passerelle.audio import tensors
 from passerelle.audio.decoding import DecodedAudio
 from passerelle.audio.protocol import SpeakerCounts
-from passerelle.audio.tensors import Diarization, IdentifiedLanguage, RecognizedSpeech, TranscriptWindow
+from passerelle.audio.tensors import Diarization, IdentifiedLanguage, KnownSpeakers, RecognizedSpeech, TranscriptWindow
 from passerelle.core.errors import TritonFailure
 from passerelle.core.observability import Metrics
 from passerelle.triton.client import TritonClient
@@ -101,12 +101,13 @@ class SpeechService:
         *,
         punctuation: bool,
         diarize: SpeakerCounts | None,
+        known: KnownSpeakers | None,
         request_id: str,
     ) -> AsyncGenerator[TranscriptWindow]:
         """The windows of `needs[-1]` (the streaming model; the others are the models it calls) as
         they are decoded; leaving early cancels the rest in Triton."""
         stream_model = needs[-1]
-        scalars = tensors.transcript_stream_inputs(source, target, punctuation=punctuation, diarize=diarize)
+        scalars = tensors.transcript_stream_inputs(source, target, punctuation=punctuation, diarize=diarize, known=known)
         async with self.control.serving(*needs):
             region = None
             tensor = InferInput("audio", [audio.samples], "FP32")
@@ -134,17 +135,26 @@ class SpeechService:
     async def identify_language(self, model: str, audio: DecodedAudio) -> IdentifiedLanguage:
         return tensors.parse_identification(await self._infer(model, [model], audio, [], tensors.LANGUAGE_OUTPUTS))
 
-    async def diarize(self, model: str, audio: DecodedAudio, counts: SpeakerCounts) -> Diarization:
-        scalars = tensors.diarization_inputs(counts)
+    async def diarize(self, model: str, audio: DecodedAudio, counts: SpeakerCounts, known: KnownSpeakers | None) -> Diarization:
+        scalars = tensors.diarization_inputs(counts, known)
         return tensors.parse_diarization(await self._infer(model, [model], audio, scalars, tensors.DIARIZATION_OUTPUTS))
 
     async def speaker_transcribe(
-        self, pipeline: str, parts: list[str], audio: DecodedAudio, source: str, target: str, *, punctuation: bool, counts: SpeakerCounts
+        self,
+        pipeline: str,
+        parts: list[str],
+        audio: DecodedAudio,
+        source: str,
+        target: str,
+        *,
+        punctuation: bool,
+        counts: SpeakerCounts,
+        known: KnownSpeakers | None,
     ) -> RecognizedSpeech:
         """`parts`: the models the pipeline calls; they must be loaded before it runs (explicit model control)."""
         started = time.perf_counter()
 
-        scalars = tensors.speaker_transcript_inputs(source, target, punctuation=punctuation, counts=counts)
+        scalars = tensors.speaker_transcript_inputs(source, target, punctuation=punctuation, counts=counts, known=known)
         result = await self._infer(pipeline, [*parts, pipeline], audio, scalars, tensors.SPEAKER_TRANSCRIPT_OUTPUTS)
         speech = tensors.parse_speaker_transcript(result)
         speech.model_seconds = time.perf_counter() - started

@@ -34,7 +34,14 @@ class SpeakerCounts(BaseModel):
         return self
 
 
-class TranscriptionForm(SpeakerCounts):
+class KnownSpeakerFields(BaseModel):
+    """OpenAI's known speakers: names, and a reference clip of each as a data URL (matched in Triton)."""
+
+    known_speaker_names: list[str] = Field(default_factory=list)
+    known_speaker_references: list[str] = Field(default_factory=list)
+
+
+class TranscriptionForm(SpeakerCounts, KnownSpeakerFields):
     """`POST /v1/audio/transcriptions` (and, with `task="translate"`, `/v1/audio/translations`)."""
 
     model_config = Strict
@@ -42,7 +49,10 @@ class TranscriptionForm(SpeakerCounts):
     language: str | None = LanguageCode
     # Not in OpenAI's form: the language to translate into (any→any where Canary supports it).
     target_language: str | None = LanguageCode
+    # Candidate languages: identification picks the most probable of them (one: that one).
+    languages: list[str] = Field(default_factory=list, max_length=32)
     prompt: str | None = None  # accepted, ignored: Canary takes no text prompt
+    keywords: list[str] = Field(default_factory=list, max_length=256)  # accepted, ignored, as `prompt`
     response_format: ResponseFormat = "json"
     temperature: float | None = Field(default=None, ge=0, le=1)  # accepted, ignored: Canary decodes greedily
     timestamp_granularities: list[Literal["word", "segment"]] = Field(default_factory=list)
@@ -51,11 +61,9 @@ class TranscriptionForm(SpeakerCounts):
     # OpenAI fields we cannot honour: declared so that they are refused by name.
     include: list[str] = Field(default_factory=list)
     chunking_strategy: str | None = None
-    known_speaker_names: list[str] = Field(default_factory=list)
-    known_speaker_references: list[str] = Field(default_factory=list)
 
 
-class SeedTranscribeForm(SpeakerCounts):
+class SeedTranscribeForm(SpeakerCounts, KnownSpeakerFields):
     """`POST /api/audio/transcribe` (the seed's route), with its options."""
 
     model_config = Strict
@@ -67,7 +75,7 @@ class SeedTranscribeForm(SpeakerCounts):
     diarization: bool = False
 
 
-class SeedDiarizationForm(SpeakerCounts):
+class SeedDiarizationForm(SpeakerCounts, KnownSpeakerFields):
     """`POST /api/diarization/process` (the seed's route)."""
 
     model_config = Strict

@@ -16,9 +16,10 @@ from passerelle.audio import formats
 from passerelle.audio.decoding import AudioDecoder, DecodedAudio
 from passerelle.audio.forms import read_form
 from passerelle.audio.inference import SpeechService
-from passerelle.audio.languages import require_identified, require_language
-from passerelle.audio.protocol import SeedDiarizationForm, SeedTranscribeForm, TranscriptionForm
-from passerelle.audio.tensors import RecognizedSpeech, TranscriptWindow
+from passerelle.audio.languages import language_code, require_identified, require_language
+from passerelle.audio.protocol import KnownSpeakerFields, SeedDiarizationForm, SeedTranscribeForm, TranscriptionForm
+from passerelle.audio.speakers import check_names, read_known_speakers
+from passerelle.audio.tensors import KnownSpeakers, RecognizedSpeech, TranscriptWindow
 from passerelle.core.catalog import Catalog, ServedModel
 from passerelle.core.errors import APIError, InvalidRequest, TritonFailure
 from passerelle.core.streaming import primed, sse_response
@@ -41,9 +42,13 @@ def reject_unsupported(form: TranscriptionForm, *, task: str) -> None:
             param="chunking_strategy",
             code="unsupported_value",
         )
-    if form.known_speaker_names or form.known_speaker_references:
-        message = "Known speakers are not supported; speakers are labelled by the diarization."
-        raise InvalidRequest(message, param="known_speaker_names", code="unsupported_value")
+    if (form.known_speaker_names or form.known_speaker_references) and form.response_format != "diarized_json":
+        raise InvalidRequest(
+            "known_speaker_names and known_speaker_references apply to response_format=diarized_json only.",
+            param="known_speaker_names",
+            code="invalid_value",
+        )
+    check_names(form.known_speaker_names, form.known_speaker_references)
     if form.timestamp_granularities and form.response_format != "verbose_json":
         raise InvalidRequest(
             "timestamp_granularities requires response_format=verbose_json.", param="timestamp_granularities", code="invalid_value"
@@ -71,22 +76,28 @@ class AudioServing:
             require_language(form.language, "language")
         if form.target_language:
             require_language(form.target_language, "target_language")
+        for candidate in getattr(form, "languages", []):
+            require_language(candidate, "languages")
 
     async def _languages(self, audio: DecodedAudio, form: Languages, *, task: str) -> tuple[str, str]:
-        """(source, target): the named source language, else the configured default, else the one the
-        language-identification model hears in a few speech windows; the target defaults to English
-        for translations and to the source otherwise."""
+        """(source, target): the named source language (or the only candidate of `languages`), else the
+        configured default, else the one the language-identification model hears in a few speech
+        windows (the most probable candidate, with `languages`); the target defaults to English for
+        translations and to the source otherwise."""
+        candidates = sorted({require_language(candidate, "languages") for candidate in getattr(form, "languages", [])})
         if form.language:
             source = require_language(form.language, "language")
-        elif self.default_language:
+        elif len(candidates) == 1:
+            source = candidates[0]
+        elif self.default_language and not candidates:
             source = self.default_language
         else:
-            source = await self._identify(audio)
+            source = await self._identify(audio, candidates)
         if form.target_language:
             return source, require_language(form.target_language, "target_language")
         return source, "en" if task == "translate" else source
 
-    async def _identify(self, audio: DecodedAudio) -> str:
+    async def _identify(self, audio: DecodedAudio, candidates: list[str]) -> str:
         model = self.catalog.language_identifier()
         if model is None:
             raise InvalidRequest(
@@ -96,8 +107,24 @@ class AudioServing:
                 code="missing_language",
             )
         heard = await self.speech.identify_language(model.key, audio)
-        # No speech at all: nothing will be transcribed, in whatever language.
-        return require_identified(heard.language, heard.probability) if heard.language else "en"
+        if not heard.language:  # no speech at all: nothing will be transcribed, in whatever language
+            return candidates[0] if candidates else "en"
+        if candidates:
+            scores = {code: p for label, p in heard.probabilities.items() if (code := language_code(label)) in candidates}
+            return max(candidates, key=lambda code: (scores.get(code, 0.0), -candidates.index(code)))
+        return require_identified(heard.language, heard.probability)
+
+    async def _known_speakers(self, form: KnownSpeakerFields, diarizer: str) -> KnownSpeakers | None:
+        """The reference clips, decoded and checked against the diarization model's limits."""
+        model = self.catalog.resolve(diarizer)
+        parameters = model.parameters if model is not None else {}
+        return await read_known_speakers(
+            form.known_speaker_names,
+            form.known_speaker_references,
+            self.decoder,
+            min_seconds=float(parameters.get("known_speaker_min_seconds") or 1.0),
+            max_seconds=float(parameters.get("known_speaker_max_seconds") or 10.0),
+        )
 
     def _model(self, name: str | None, task: str) -> ServedModel:
         """The named model, or the repository's first one for `task` (the seed's routes name none)."""
@@ -129,14 +156,15 @@ class AudioServing:
     ) -> tuple[RecognizedSpeech, str, str, dict[str, str]]:
         """Canary alone, or, with a speaker pipeline, the speaker-attributed transcript (always timed);
         with the source and target languages it ran with."""
+        diarizer = pipeline.parameters.get("diarization_model", "") if pipeline is not None else ""
+        known = await self._known_speakers(form, diarizer) if pipeline is not None else None
         async with self.decoder.decoded(upload.file, upload.size or 0) as audio:
             source, target = await self._languages(audio, form, task=task)
             if pipeline is None:
                 speech = await self.speech.transcribe(model.key, audio, source, target, punctuation=form.punctuation, timestamps=timestamps)
             else:
-                parts = [model.key, pipeline.parameters.get("diarization_model", "")]
                 speech = await self.speech.speaker_transcribe(
-                    pipeline.key, parts, audio, source, target, punctuation=form.punctuation, counts=form
+                    pipeline.key, [model.key, diarizer], audio, source, target, punctuation=form.punctuation, counts=form, known=known
                 )
         return speech, source, target, formats.timing_headers(audio, speech)
 
@@ -165,7 +193,9 @@ class AudioServing:
             raise InvalidRequest(message, param="stream", code="unsupported_value")
 
         diarized = form.response_format == "diarized_json"
-        needs = [model.key, *([streamer.parameters.get("diarization_model", "pyannote")] if diarized else []), streamer.key]
+        diarizer = streamer.parameters.get("diarization_model", "pyannote")
+        needs = [model.key, *([diarizer] if diarized else []), streamer.key]
+        known = await self._known_speakers(form, diarizer) if diarized else None
 
         async def windows() -> AsyncGenerator[TranscriptWindow]:
             async with self.decoder.decoded(upload.file, upload.size or 0) as audio:
@@ -177,6 +207,7 @@ class AudioServing:
                     target,
                     punctuation=form.punctuation,
                     diarize=form if diarized else None,
+                    known=known,
                     request_id=request.state.request_id,
                 )
                 async with aclosing(stream):
@@ -196,6 +227,9 @@ class AudioServing:
         request.state.model = model.key
         if (form.num_speakers or form.min_speakers or form.max_speakers) and not form.diarization:
             raise InvalidRequest("Speaker counts need diarization=true.", param="num_speakers", code="invalid_value")
+        if (form.known_speaker_names or form.known_speaker_references) and not form.diarization:
+            raise InvalidRequest("Known speakers need diarization=true.", param="known_speaker_names", code="invalid_value")
+        check_names(form.known_speaker_names, form.known_speaker_references)
         pipeline = self._pipeline(model) if form.diarization else None
         speech, source, target, headers = await self._recognize(
             upload, model, pipeline, form, task="transcribe", timestamps=form.timestamps
@@ -206,10 +240,12 @@ class AudioServing:
 
     async def seed_diarize(self, request: Request) -> JSONResponse:
         form, upload = await read_form(request, SeedDiarizationForm)
+        check_names(form.known_speaker_names, form.known_speaker_references)
         model = self._model(form.model, "diarization")
         request.state.model = model.key
+        known = await self._known_speakers(form, model.key)
         async with self.decoder.decoded(upload.file, upload.size or 0) as audio:
-            diarization = await self.speech.diarize(model.key, audio, form)
+            diarization = await self.speech.diarize(model.key, audio, form, known)
         body = formats.seed_diarization(diarization, rttm=form.rttm)
         return JSONResponse(body.model_dump(mode="json", exclude_none=True), headers=formats.timing_headers(audio))
 

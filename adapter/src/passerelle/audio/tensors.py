@@ -62,6 +62,7 @@ class IdentifiedLanguage:
     language: str
     probability: float
     windows: list[tuple[float, float]]
+    probabilities: dict[str, float] = field(default_factory=dict)  # every label the model knows
 
 
 @dataclass
@@ -80,11 +81,28 @@ class Diarization:
 
 @dataclass(frozen=True)
 class Scalar:
-    """One optional `[1]`-shaped input beside `audio` (the speech service sends the audio itself)."""
+    """One optional input beside `audio` (the speech service sends the audio itself): `[1]`-shaped,
+    or a vector (the known speakers' names, clips and lengths)."""
 
     name: str
-    datatype: str  # BYTES, BOOL or INT32
-    value: str | bool | int
+    datatype: str  # BYTES, BOOL, INT32 or FP32
+    value: str | bool | int | np.ndarray
+
+
+@dataclass(frozen=True)
+class KnownSpeakers:
+    """Reference clips of named speakers (16 kHz mono PCM, concatenated), for `pyannote` to match."""
+
+    names: list[str]
+    pcm: np.ndarray
+    lengths: list[int]
+
+    def inputs(self) -> list[Scalar]:
+        return [
+            Scalar("known_speaker_names", "BYTES", np.array([name.encode() for name in self.names], dtype=np.object_)),
+            Scalar("known_speaker_references", "FP32", self.pcm),
+            Scalar("known_speaker_reference_lengths", "INT32", np.array(self.lengths, dtype=np.int32)),
+        ]
 
 
 def _speaker_counts(counts: SpeakerCounts) -> list[Scalar]:
@@ -101,39 +119,57 @@ def transcription_inputs(source: str, target: str, *, punctuation: bool, timesta
     ]
 
 
-def diarization_inputs(counts: SpeakerCounts) -> list[Scalar]:
-    return _speaker_counts(counts)
+def _known(known: KnownSpeakers | None) -> list[Scalar]:
+    return known.inputs() if known is not None else []
 
 
-def transcript_stream_inputs(source: str, target: str, *, punctuation: bool, diarize: SpeakerCounts | None) -> list[Scalar]:
+def diarization_inputs(counts: SpeakerCounts, known: KnownSpeakers | None = None) -> list[Scalar]:
+    return [*_speaker_counts(counts), *_known(known)]
+
+
+def transcript_stream_inputs(
+    source: str, target: str, *, punctuation: bool, diarize: SpeakerCounts | None, known: KnownSpeakers | None = None
+) -> list[Scalar]:
     scalars = transcription_inputs(source, target, punctuation=punctuation, timestamps=False)
     if diarize is not None:
-        scalars += [Scalar("diarize", "BOOL", True), *_speaker_counts(diarize)]
+        scalars += [Scalar("diarize", "BOOL", True), *_speaker_counts(diarize), *_known(known)]
     return scalars
 
 
-def speaker_transcript_inputs(source: str, target: str, *, punctuation: bool, counts: SpeakerCounts) -> list[Scalar]:
+def speaker_transcript_inputs(
+    source: str, target: str, *, punctuation: bool, counts: SpeakerCounts, known: KnownSpeakers | None = None
+) -> list[Scalar]:
     return [
         Scalar("source_language", "BYTES", source),
         Scalar("target_language", "BYTES", target),
         Scalar("punctuation", "BOOL", punctuation),
         *_speaker_counts(counts),
+        *_known(known),
     ]
 
 
-_NUMPY_TYPES = {"BYTES": np.object_, "BOOL": np.bool_, "INT32": np.int32}
+_NUMPY_TYPES = {"BYTES": np.object_, "BOOL": np.bool_, "INT32": np.int32, "FP32": np.float32}
+
+
+def _array(scalar: Scalar) -> np.ndarray:
+    if isinstance(scalar.value, np.ndarray):
+        return scalar.value.reshape(-1).astype(_NUMPY_TYPES[scalar.datatype], copy=False)
+    value = scalar.value.encode() if isinstance(scalar.value, str) else scalar.value
+    return np.array([value], dtype=_NUMPY_TYPES[scalar.datatype])
 
 
 def grpc_input(scalar: Scalar) -> InferInput:
-    tensor = InferInput(scalar.name, [1], scalar.datatype)
-    value = scalar.value.encode() if isinstance(scalar.value, str) else scalar.value
-    tensor.set_data_from_numpy(np.array([value], dtype=_NUMPY_TYPES[scalar.datatype]))
+    array = _array(scalar)
+    tensor = InferInput(scalar.name, list(array.shape), scalar.datatype)
+    tensor.set_data_from_numpy(array)
     return tensor
 
 
 def http_input(scalar: Scalar) -> dict[str, Any]:
-    """The KServe v2 JSON form of a scalar input (Triton's HTTP protocol)."""
-    return {"name": scalar.name, "shape": [1], "datatype": scalar.datatype, "data": [scalar.value]}
+    """The KServe v2 JSON form of an input (Triton's HTTP protocol)."""
+    array = _array(scalar)
+    data = [value.decode() for value in array] if scalar.datatype == "BYTES" else array.tolist()
+    return {"name": scalar.name, "shape": list(array.shape), "datatype": scalar.datatype, "data": data}
 
 
 def requested(names: tuple[str, ...]) -> list[InferRequestedOutput]:
@@ -181,11 +217,13 @@ def parse_transcription(result: InferResult) -> RecognizedSpeech:
 
 
 def parse_identification(result: InferResult) -> IdentifiedLanguage:
-    probabilities = result.as_numpy("probabilities")
+    array = result.as_numpy("probabilities")
+    probabilities = [float(value) for value in array.reshape(-1)] if array is not None else []
     return IdentifiedLanguage(
         language=(_strings(result, "language") or [""])[0],
-        probability=float(probabilities.reshape(-1)[0]) if probabilities is not None and probabilities.size else 0.0,
+        probability=probabilities[0] if probabilities else 0.0,
         windows=_pairs(result, "window_times"),
+        probabilities=dict(zip(_strings(result, "languages"), probabilities, strict=True)),
     )
 
 
