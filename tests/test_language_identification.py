@@ -224,3 +224,24 @@ def test_native_speaker_transcript_identifies_the_language_with_auto(
         assert len(result.as_numpy("segment_speakers")) == len(result.as_numpy("segments")) > 0
     named = triton.infer("speaker_transcript", [audio], client_timeout=300)  # no source_language: Canary's default, en
     assert named.as_numpy("language")[0].decode() == "en"
+
+
+def test_candidate_languages_narrow_the_identification(
+    http: httpx.Client, stack: Stack, spoken: dict[str, Path], langid_loaded: None
+) -> None:
+    """OpenAI's `languages[]`: several candidates, the most probable of them; one, that one without identifying."""
+    tracer = Triton(stack)
+    with tracer.tensors("canary"):
+        data = {"model": "canary", "languages[]": ["fr", "de"], "keywords[]": ["Wetter"]}
+        assert http.post("/v1/audio/transcriptions", data=data, files=_upload(spoken["de"])).status_code == 200
+    assert _traced_inputs(tracer, "source_language") == ["de"]
+    before = metric_value(triton_metrics(stack), "nv_inference_request_success", model="langid")
+    with tracer.tensors("canary"):
+        assert (
+            http.post("/v1/audio/transcriptions", data={"model": "canary", "languages[]": ["fr"]}, files=_upload(spoken["de"])).status_code
+            == 200
+        )
+    assert _traced_inputs(tracer, "source_language") == ["fr"]
+    assert metric_value(triton_metrics(stack), "nv_inference_request_success", model="langid") == before
+    response = http.post("/v1/audio/transcriptions", data={"model": "canary", "languages[]": ["fr", "xx"]}, files=_upload(spoken["de"]))
+    assert response.status_code == 400 and response.json()["error"]["param"] == "languages"
