@@ -23,7 +23,9 @@ Checkpoints are written the way pyannote writes its own (see
 ``on_save_checkpoint`` (versions, architecture {module, class}, specifications).
 
 Weights.  Everything is drawn from fixed seeds, so two builds are byte-identical for one torch
-version.  The embedding model and the PLDA are random.  A random segmentation model, though,
+version (and one CPU code path: the embedding's fit runs on one thread).  The PLDA is random.  The
+embedding model keeps its seeded random ResNet34 up to its statistics pooling; its last layer
+(``seg_1``, pooled statistics to the 256-dim embedding) is fitted, see below.  A random segmentation model, though,
 labels frames with no regard to the audio (with this seed mostly the overlap class {speaker#1,
 speaker#3}, silence included), so two paths through it are set by hand:
 
@@ -39,11 +41,32 @@ On espeak-ng's ``en`` and ``en+f3`` voices taking turns with pauses, about 94% o
 right speech/non-speech class and about 97% of speech frames the same local speaker as the rest of
 their voice within the 10 s chunk (the voice threshold was picked on those two voices).  The decisions
 are relative to each chunk, so in a chunk holding one voice only the local label is arbitrary, and
-matching local speakers across chunks is left to the random embeddings and the clustering.  The
+matching local speakers across chunks is left to the fitted embeddings and the clustering.  The
 other weights keep their seeded random values; nothing reads them.
 
+Embedding.  Random weights give every voice nearly the same direction (cosine above 0.93 between
+espeak-ng's ``en`` and ``en+f3``), so known speakers could not be told apart.  ``fit_embedding``
+speaks FIT_UTTERANCES generated sentences (FIT_WORDS, speeds drawn in FIT_SPEEDS) in each of
+FIT_VOICES: ``en`` and ``en+f3``, the tests' dialogue voices, and ``en+UniRobot``, a third voice that the
+known-speaker tests use as one matching nobody (the random features hardly tell male voices apart, so
+the third voice is one they do separate).  Each utterance is embedded alone (as a reference clip is)
+and inside 10 s chunks where two voices take turns, weighted by that voice's frames (as the
+diarization embeds a local speaker: the fbank is centred over the whole chunk).  The pooled statistics
+are reduced to FIT_COMPONENTS principal components and mapped affinely so that each voice's mean goes
+to a vertex of a regular simplex (cosine -0.5 between the three) with the least within-voice scatter
+(covariance shrunk by FIT_SHRINK); those three coordinates are the embedding's first three
+dimensions, the rest are zero.  ``check_embedding`` then embeds held-out sentences (CHECK_SENTENCES)
+of each voice, alone and in chunks: every same-voice cosine must reach CHECK_SAME (0.7) and every
+cross-voice cosine stay at most CHECK_CROSS (0.3), on either side of the Triton model's default
+known-speaker threshold (0.5).  On the machine that wrote this, the held-out figures are: same-voice
+at least 0.807, cross-voice at most -0.043 (``en`` against ``en+f3``: -0.043); float differences between
+CPU code paths move them by far less than those margins.  The random PLDA and community-1's clustering
+threshold are kept: with the fitted embedding the clustering finds the tests' two voices without being
+told the number of speakers.  The fit takes about 15 s on one core (nearly all of it espeak-ng).
+
 Size: 23 MB (nearly all of it the ResNet34, whose width is fixed; 8 mel bins halve its compute
-compared with 16); the build takes under a second after pyannote's import (about 10 s). Set
+compared with 16); the build takes about 30 s after pyannote's import (about 10 s), the fit and the
+checks' speech synthesis nearly all of it. Set
 ``embedding_batch_size`` low: community-1's 32 uses about 2 GB on CPU and is no faster.
 """
 
@@ -54,6 +77,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -100,6 +124,72 @@ CHECK_GAP_S = 1.5
 CHECK_EDGE_S = 0.6
 CHECK_MARGIN = 1.0
 CHECK_REQUIRED = {"silence": 0.95, "speaker#1 speech": 0.9, "speaker#2 speech": 0.9}
+
+# The embedding's fit (fit_embedding): the ResNet34 keeps its seeded random weights up to its statistics pooling;
+# only its last layer (seg_1) is set, from pooled features of espeak-ng voices spoken alone and within 10 s chunks.
+FIT_VOICES = ("en", "en+f3", "en+UniRobot")  # the tests' two voices, and a third that known-speaker tests expect to match nobody
+FIT_UTTERANCES = 30  # per voice, each embedded alone and inside FIT_CHUNKS chunks
+FIT_CHUNKS = 12  # per voice: 10 s of that voice and another taking turns, as the diarization embeds them
+FIT_SPEEDS = (140, 186)  # espeak-ng words per minute, drawn per utterance (the tests speak at 150, the check at 175)
+FIT_COMPONENTS = 128  # principal components of the pooled features kept before the discriminant map
+FIT_SHRINK = 0.01  # within-voice covariance shrinkage towards its mean variance
+FIT_WORDS = (
+    (
+        "My neighbour",
+        "The old captain",
+        "A young teacher",
+        "Our little dog",
+        "The tired farmer",
+        "Every student",
+        "The night nurse",
+        "His brother",
+        "The baker",
+        "A quiet painter",
+        "The mayor",
+        "Her cousin",
+    ),
+    ("carried", "painted", "forgot", "found", "repaired", "bought", "cleaned", "opened", "described", "borrowed", "sold", "dropped"),
+    (
+        "a wooden chair",
+        "the blue bicycle",
+        "seven yellow apples",
+        "an old letter",
+        "the kitchen window",
+        "a heavy suitcase",
+        "the silver key",
+        "two paper boxes",
+        "a small radio",
+        "the green umbrella",
+        "a warm blanket",
+        "the broken clock",
+    ),
+    (
+        "near the river",
+        "before lunch",
+        "in the garden",
+        "after the storm",
+        "at the market",
+        "on a cold morning",
+        "behind the library",
+        "during the holidays",
+        "next to the bridge",
+        "late in the evening",
+        "by the harbour",
+        "at the station",
+    ),
+)
+# The check (check_embedding): sentences neither the fit nor the tests use, each voice alone and in chunks; every
+# same-voice cosine must reach CHECK_SAME and every cross-voice one stay under CHECK_CROSS (the Triton model's
+# default known_speaker_threshold, 0.5, lies between them with a margin far above float differences between CPUs).
+CHECK_SENTENCES = (
+    "Fresh bread is sold every morning in the square.",
+    "Nobody expected snow so early in October.",
+    "The museum closes its doors at half past five.",
+    "Turn left after the church and follow the canal.",
+)
+CHECK_SAME = 0.7
+CHECK_CROSS = 0.3
+CHUNK_SAMPLES = int(SEGMENTATION_DURATION * SAMPLE_RATE)
 
 CONFIG: dict[str, Any] = {
     "dependencies": {"pyannote.audio": "4.0.0"},
@@ -263,9 +353,9 @@ def save_model(model: Model, directory: Path) -> Path:
     return path
 
 
-def speak(voice: str, text: str) -> np.ndarray:
+def speak(voice: str, text: str, speed: int = 175) -> np.ndarray:
     """espeak-ng's speech (a set-up package, as for the tests), as 16 kHz mono float32 through ffmpeg."""
-    wav = subprocess.run(["espeak-ng", "-v", voice, "--stdout", text], check=True, capture_output=True).stdout
+    wav = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "--stdout", text], check=True, capture_output=True).stdout
     pcm = subprocess.run(
         ["ffmpeg", "-nostdin", "-v", "error", "-i", "pipe:0", "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "f32le", "pipe:1"],
         input=wav,
@@ -331,11 +421,169 @@ def check_segmentation(model: PyanNet) -> dict[str, Any]:
     return figures
 
 
+class _Pooled:
+    """The embedding model's pooled statistics (what seg_1 maps to the embedding), for whole clips or weighted frames."""
+
+    def __init__(self, model: WeSpeakerResNet34) -> None:
+        self.model = model
+        self.last: torch.Tensor | None = None
+        model.resnet.pool.register_forward_hook(self._keep)
+
+    def _keep(self, module: torch.nn.Module, inputs: Any, output: torch.Tensor) -> None:
+        self.last = output.detach()
+
+    def __call__(self, audio: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        waveform = torch.from_numpy(np.array(audio, dtype=np.float32))[None, None]
+        with torch.no_grad():
+            self.model(waveform, weights=None if weights is None else torch.from_numpy(weights)[None])
+        assert self.last is not None
+        features: np.ndarray = self.last[0].numpy().astype(np.float64)
+        return features
+
+
+def _chunk(utterances: list[list[np.ndarray]], voices: tuple[int, int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """10 s cut at a random offset from two voices taking turns with pauses, and each voice's frame weights
+    (as the diarization embeds a local speaker: fbank centred over the whole chunk, statistics over its frames)."""
+    pieces: list[np.ndarray] = []
+    spans: list[tuple[int, int, int]] = []
+    position, turn = 0, 0
+    while position < 1.5 * CHUNK_SAMPLES:
+        pieces.append(np.zeros(int(rng.uniform(0.3, 1.5) * SAMPLE_RATE), dtype=np.float32))
+        position += len(pieces[-1])
+        voice = voices[turn % 2]
+        turn += 1
+        pieces.append(utterances[voice][int(rng.integers(len(utterances[voice])))])
+        spans.append((voice, position, position + len(pieces[-1])))
+        position += len(pieces[-1])
+    offset = int(rng.integers(0, CHUNK_SAMPLES // 2))
+    audio = np.concatenate(pieces)[offset : offset + CHUNK_SAMPLES]
+    frames = CHUNK_SAMPLES // 160  # weights at 10 ms; pooling resamples them to its own frames
+    weights = np.zeros((2, frames), dtype=np.float32)
+    for voice, start, end in spans:
+        start, end = max(0, start - offset) // 160, min(CHUNK_SAMPLES, end - offset) // 160
+        if end > start:
+            weights[voices.index(voice), start:end] = 1.0
+    return audio, weights
+
+
+def _examples(pooled: _Pooled, utterances: list[list[np.ndarray]], chunks: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled features and voice labels: every utterance alone, then ``chunks`` chunks per voice (with another voice)."""
+    features: list[np.ndarray] = []
+    labels: list[int] = []
+    for voice, clips in enumerate(utterances):
+        for clip in clips:
+            features.append(pooled(clip))
+            labels.append(voice)
+    for _ in range(chunks):
+        for voice in range(len(utterances)):
+            other = (voice + 1 + int(rng.integers(len(utterances) - 1))) % len(utterances)
+            audio, weights = _chunk(utterances, (voice, other), rng)
+            present = [k for k in range(2) if weights[k].sum() >= 100]  # at least a second of speech
+            for k, row in zip(present, pooled(audio, weights[present]), strict=True):
+                features.append(row)
+                labels.append((voice, other)[k])
+    return np.array(features), np.array(labels)
+
+
+def _cosines(embeddings: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """The lowest cosine between two embeddings of one voice and the highest between two voices."""
+    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    cosines = unit @ unit.T
+    same = labels[:, None] == labels[None, :]
+    off_diagonal = ~np.eye(len(labels), dtype=bool)
+    return float(cosines[same & off_diagonal].min()), float(cosines[~same].max())
+
+
+def fit_embedding(model: WeSpeakerResNet34) -> dict[str, Any]:
+    """Set the embedding's last layer so that espeak-ng's FIT_VOICES get distinct directions (see the module docstring).
+
+    Pooled features (512: mean and standard deviation of the random ResNet's channels) of every fit utterance,
+    alone and inside chunks, are centred and reduced to FIT_COMPONENTS principal components; an affine map then
+    sends each voice's mean to a vertex of a regular simplex (unit vectors, cosine -1/(K-1) between vertices) with
+    the least within-voice scatter (shrunk covariance).  The K simplex coordinates are the embedding's first K
+    dimensions; the others are zero.  Returns the fit's figures (on its own training examples).
+    """
+    threads = torch.get_num_threads()
+    started = time.monotonic()
+    rng = np.random.default_rng(SEED + 3)
+    try:
+        torch.set_num_threads(1)  # one thread: the same float reductions, hence the same weights, on one CPU code path
+        utterances = [[speak(voice, _sentence(rng), int(rng.integers(*FIT_SPEEDS))) for _ in range(FIT_UTTERANCES)] for voice in FIT_VOICES]
+        features, labels = _examples(_Pooled(model), utterances, FIT_CHUNKS, rng)
+    finally:
+        torch.set_num_threads(threads)
+    voices = len(FIT_VOICES)
+    mean = features.mean(axis=0)
+    _, _, rows = np.linalg.svd(features - mean, full_matrices=False)
+    basis = rows[:FIT_COMPONENTS].T  # (512, components)
+    reduced = (features - mean) @ basis
+    class_means = np.array([reduced[labels == k].mean(axis=0) for k in range(voices)])
+    within = reduced - class_means[labels]
+    scatter = within.T @ within / len(within)
+    scatter = (1.0 - FIT_SHRINK) * scatter + FIT_SHRINK * np.trace(scatter) / FIT_COMPONENTS * np.eye(FIT_COMPONENTS)
+    centre = class_means.mean(axis=0)
+    spread = class_means - centre
+    simplex = (np.eye(voices) - 1.0 / voices) / math.sqrt((voices - 1) / voices)  # unit vertices
+    inverse = np.linalg.inv(scatter)
+    # argmin tr(A S A^T) subject to A spread_k = simplex_k: A = simplex^T (M S^-1 M^T)^+ M S^-1
+    mapping = simplex.T @ np.linalg.pinv(spread @ inverse @ spread.T) @ spread @ inverse  # (voices, components)
+    weight = np.zeros((EMBEDDING_DIM, features.shape[1]))
+    weight[:voices] = mapping @ basis.T
+    bias = np.zeros(EMBEDDING_DIM)
+    bias[:voices] = -(weight[:voices] @ mean) - mapping @ centre
+    layer = model.resnet.seg_1
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(weight).to(layer.weight.dtype))
+        layer.bias.copy_(torch.from_numpy(bias).to(layer.bias.dtype))
+    same, cross = _cosines(features @ weight.T + bias, labels)
+    return {
+        "fit examples": len(labels),
+        "fit same-voice min cosine": round(same, 3),
+        "fit cross-voice max cosine": round(cross, 3),
+        "fit seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def _sentence(rng: np.random.Generator) -> str:
+    subject, verb, thing, place = (words[int(rng.integers(len(words)))] for words in FIT_WORDS)
+    return f"{subject} {verb} {thing} {place}."
+
+
+def check_embedding(model: WeSpeakerResNet34) -> dict[str, Any]:
+    """Held-out sentences (CHECK_SENTENCES) of every fit voice, alone and in chunks with another voice: every
+    same-voice cosine must reach CHECK_SAME and every cross-voice cosine stay at most CHECK_CROSS."""
+    rng = np.random.default_rng(SEED + 4)
+    utterances = [[speak(voice, text) for text in CHECK_SENTENCES] for voice in FIT_VOICES]
+    features, labels = _examples(_Pooled(model), utterances, 2, rng)
+    layer = model.resnet.seg_1
+    embeddings = features @ layer.weight.detach().double().numpy().T + layer.bias.detach().double().numpy()
+    same, cross = _cosines(embeddings, labels)
+    # The tests' two voices, on their own (the pair that diarization must tell apart).
+    pair = labels < 2
+    _, pair_cross = _cosines(embeddings[pair], labels[pair])
+    figures = {
+        "check same-voice min cosine": round(same, 3),
+        "check cross-voice max cosine": round(cross, 3),
+        "check en vs en+f3 max cosine": round(pair_cross, 3),
+        "check examples": len(labels),
+    }
+    print(f"embedding check: {figures}", flush=True)
+    if same < CHECK_SAME or cross > CHECK_CROSS:
+        raise CheckFailed(
+            f"tiny pyannote: on held-out espeak-ng sentences the embedding's same-voice cosines go down to {same:.3f} "
+            f"(at least {CHECK_SAME} required) and its cross-voice cosines up to {cross:.3f} (at most {CHECK_CROSS} allowed)"
+        )
+    return figures
+
+
 def build(out: Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     segmentation = build_segmentation()
     figures = check_segmentation(segmentation)
-    checkpoints = [save_model(segmentation, out / "segmentation"), save_model(build_embedding(), out / "embedding")]
+    embedding = build_embedding()
+    figures.update(fit_embedding(embedding))
+    figures.update(check_embedding(embedding))
+    checkpoints = [save_model(segmentation, out / "segmentation"), save_model(embedding, out / "embedding")]
     write_plda(out / "plda")
     (out / "config.yaml").write_text(yaml.safe_dump(CONFIG, sort_keys=False), encoding="utf-8")
     for path in checkpoints:  # round trip through pyannote's own loader

@@ -83,3 +83,25 @@ def build(root: Path) -> SpeechSet:
         ffmpeg("-i", str(dialogue), *options, str(target))
         speech.encoded[container] = target
     return speech
+
+
+def reference_clip(root: Path, voice: str, text: str) -> Path:
+    """A known speaker's reference clip: espeak-ng's `voice` saying `text`, as 16 kHz mono WAV."""
+    root.mkdir(parents=True, exist_ok=True)
+    name = "".join(character if character.isalnum() else "-" for character in f"{voice}-{text}")[:80]
+    raw, clip = root / f"ref-{name}.raw.wav", root / f"ref-{name}.wav"
+    subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(raw), text], check=True)
+    ffmpeg("-i", str(raw), "-ar", "16000", "-ac", "1", str(clip))
+    return clip
+
+
+def line_spans(speech: SpeechSet) -> list[tuple[str, float, float]]:
+    """(voice, start, end) of each line of the dialogue, in seconds, as `build` laid them out."""
+    spans: list[tuple[str, float, float]] = []
+    position = 0.0
+    for index, (voice, _) in enumerate(LINES):
+        position += GAP_S
+        length = duration_s(speech.root / f"line{index}.wav")
+        spans.append((voice, position, position + length))
+        position += length
+    return spans

@@ -20,7 +20,14 @@ from passerelle_triton.bls import ModelFailed, call, given, pairs, texts
 from passerelle_triton.vad import SAMPLE_RATE
 
 _CANARY_INPUTS = ("source_language", "target_language", "punctuation")
-_DIARIZATION_INPUTS = ("num_speakers", "min_speakers", "max_speakers")
+_DIARIZATION_INPUTS = (
+    "num_speakers",
+    "min_speakers",
+    "max_speakers",
+    "known_speaker_names",
+    "known_speaker_references",
+    "known_speaker_reference_lengths",
+)
 _CANARY_OUTPUTS = ["text", "words", "word_times", "segments", "segment_times"]
 _FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 

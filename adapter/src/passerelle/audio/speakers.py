@@ -22,6 +22,7 @@ MAX_KNOWN_SPEAKERS = 4  # as OpenAI
 MAX_NAME_CHARS = 64
 # A 10 s clip as 48 kHz stereo 16-bit WAV is 1.9 MB, 2.6 MB in base64: this leaves room for that.
 MAX_REFERENCE_CHARS = 4 * 1024 * 1024
+SILENT_RMS = 1e-4  # -80 dBFS, as pyannote's check (passerelle_triton.speakers)
 _DATA_URL = re.compile(r"data:(?P<type>[\w.+-]+/[\w.+-]+)?(?:;[\w.+-]+=[^;,]*)*;base64,(?P<data>.*)", re.S)
 _RESERVED_NAME = re.compile(r"SPEAKER_\d+")
 
@@ -87,6 +88,8 @@ async def read_known_speakers(
                 "invalid_reference",
             ) from error
         seconds = pcm.size / SAMPLE_RATE
+        if not np.isfinite(pcm).all() or float(np.sqrt(np.mean(np.square(pcm)))) < SILENT_RMS:
+            raise _invalid(f"known_speaker_references[{index}] is silent.", "known_speaker_references", "invalid_reference")
         if not min_seconds <= seconds <= max_seconds:
             raise _invalid(
                 f"known_speaker_references[{index}] lasts {seconds:.1f} s; reference clips must last {min_seconds:g} to {max_seconds:g} s.",

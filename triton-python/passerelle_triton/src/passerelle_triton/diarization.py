@@ -20,6 +20,12 @@ the most likely one, meant by pyannote for aligning with transcripts). :class:`D
 both: ``segments`` and ``rttm`` come from the regular one, what a diarization API returns;
 ``exclusive_segments`` are the ones to pass to :func:`passerelle_triton.attribution.assign_speakers`,
 so that each word has one clear owner.
+
+Known speakers. Given reference clips (:class:`passerelle_triton.speakers.KnownSpeakers`),
+``diarize`` embeds each with the pipeline's own embedding model and matches them with pyannote's
+speaker centroids (:func:`passerelle_triton.speakers.match_speakers`); matched speakers carry the
+given name in ``segments``, ``exclusive_segments`` and ``rttm`` (where whitespace becomes ``_``),
+the others keep ``SPEAKER_nn``. :class:`Diarization` also carries the similarities and the mapping.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import re
 import tempfile
 import threading
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +45,7 @@ import numpy as np
 import yaml
 
 from passerelle_triton.attribution import Turn
+from passerelle_triton.speakers import DEFAULT_THRESHOLD, KnownSpeakers, match_speakers, rttm_label
 
 if TYPE_CHECKING:
     from pyannote.core import Annotation
@@ -60,6 +67,11 @@ class Diarization:
     entry of ``segments``, in the same order (``SPEAKER <uri> 1 <start> <duration> <NA> <NA>
     <speaker> <NA> <NA>``, millisecond precision). ``speakers`` lists the labels found
     (``SPEAKER_00``, ``SPEAKER_01``, ...), sorted. ``duration`` is the input's length in seconds.
+
+    ``original_speakers`` lists pyannote's own labels (sorted), ``labels`` maps each to the label the
+    turns carry (itself unless a known speaker matched), and ``similarities`` has one row per original
+    speaker and one column per known speaker: their cosine similarity (NaN without a centroid;
+    no columns without known speakers).
     """
 
     segments: list[Turn]
@@ -67,6 +79,9 @@ class Diarization:
     rttm: str
     speakers: list[str]
     duration: float
+    original_speakers: list[str] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+    similarities: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
 
 
 def check_pyannote_version() -> str:
@@ -203,7 +218,17 @@ class DiarizationEngine:
     thread count (``torch.set_num_threads``): on a shared CPU one thread is the steady choice.
     """
 
-    def __init__(self, bundle_dir: str, device: str = "cpu", embedding_batch_size: int = 4, segmentation_batch_size: int = 8) -> None:
+    def __init__(
+        self,
+        bundle_dir: str,
+        device: str = "cpu",
+        embedding_batch_size: int = 4,
+        segmentation_batch_size: int = 8,
+        known_speaker_threshold: float = DEFAULT_THRESHOLD,
+    ) -> None:
+        if not -1.0 <= known_speaker_threshold <= 1.0:
+            raise ValueError(f"known_speaker_threshold is a cosine similarity, in [-1, 1]; got {known_speaker_threshold}")
+        self.known_speaker_threshold = known_speaker_threshold
         _positive_or_none("embedding_batch_size", embedding_batch_size)
         _positive_or_none("segmentation_batch_size", segmentation_batch_size)
         self.version = check_pyannote_version()
@@ -233,6 +258,7 @@ class DiarizationEngine:
         min_speakers: int | None = None,
         max_speakers: int | None = None,
         uri: str = "audio",
+        known_speakers: KnownSpeakers | None = None,
     ) -> Diarization:
         """Diarize ``pcm``: 16 kHz mono samples in [-1, 1], a 1-D float array (converted to float32).
 
@@ -240,7 +266,8 @@ class DiarizationEngine:
         ``max_speakers`` bound it. ``ValueError`` for non-positive counts, ``num_speakers`` combined
         with a bound, ``min_speakers > max_speakers``, empty, non-finite or non-1-D audio, and a
         ``uri`` that is empty or holds whitespace (RTTM is space-separated). pyannote may still find
-        fewer speakers than ``min_speakers`` in short audio (it warns).
+        fewer speakers than ``min_speakers`` in short audio (it warns). ``known_speakers`` (checked by
+        :func:`passerelle_triton.speakers.parse_known_speakers`) names the speakers they match.
         """
         _validate_speaker_counts(num_speakers, min_speakers, max_speakers)
         if not uri or any(character.isspace() for character in uri):
@@ -260,15 +287,39 @@ class DiarizationEngine:
         audio = {"waveform": torch.from_numpy(np.ascontiguousarray(samples)).unsqueeze(0), "sample_rate": SAMPLE_RATE, "uri": uri}
         with self._lock:
             output = self._pipeline(audio, num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers)
+            references = self._embed(known_speakers.clips) if known_speakers is not None else None
 
-        segments, regular = _clipped_turns(output.speaker_diarization, duration)
-        exclusive_segments, _ = _clipped_turns(output.exclusive_speaker_diarization, duration)
+        original = [str(label) for label in output.speaker_diarization.labels()]
+        if known_speakers is None or references is None:
+            labels = {label: label for label in original}
+            similarities = np.zeros((len(original), 0), dtype=np.float32)
+            regular_annotation, exclusive_annotation = output.speaker_diarization, output.exclusive_speaker_diarization
+        else:
+            match = match_speakers(original, output.speaker_embeddings, references, known_speakers.names, self.known_speaker_threshold)
+            labels, similarities = match.labels, match.similarities
+            regular_annotation = output.speaker_diarization.rename_labels(mapping=labels)
+            exclusive_annotation = output.exclusive_speaker_diarization.rename_labels(mapping=labels)
+
+        segments, regular = _clipped_turns(regular_annotation, duration)
+        exclusive_segments, _ = _clipped_turns(exclusive_annotation, duration)
         rttm = io.StringIO()
-        regular.write_rttm(rttm)
+        regular.rename_labels(mapping={label: rttm_label(str(label)) for label in regular.labels()}).write_rttm(rttm)
         return Diarization(
             segments=segments,
             exclusive_segments=exclusive_segments,
             rttm=rttm.getvalue(),
             speakers=sorted({turn.speaker for turn in segments}),
             duration=duration,
+            original_speakers=original,
+            labels=labels,
+            similarities=similarities,
         )
+
+    def _embed(self, clips: list[np.ndarray]) -> np.ndarray:
+        """Speaker embeddings of ``clips`` (one row each) by the pipeline's own embedding model, one clip at a time:
+        padding clips to one length would change their features (the fbank is centred over the whole input)."""
+        import torch
+
+        embedding = self._pipeline._embedding
+        rows = [np.asarray(embedding(torch.from_numpy(np.array(clip, dtype=np.float32))[None, None]))[0] for clip in clips]
+        return np.stack(rows)
