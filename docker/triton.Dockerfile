@@ -2,7 +2,7 @@
 #
 # NVIDIA's vLLM container as it ships (Triton, its Python 3.12, torch, vLLM and NVIDIA's vLLM backend
 # at /opt/tritonserver/backends/vllm), plus what passerelle adds to Triton's Python:
-#   - the audio engines of the Python-backend models: NeMo (`canary`), pyannote.audio (`pyannote`)
+#   - the audio engines of the Python-backend models: NeMo (`canary`, `langid`), pyannote.audio (`pyannote`)
 #     and silero-vad, installed around NVIDIA's packages, never over them (see the install step);
 #   - `passerelle_triton`, the code those models share, and its .pth start-up hook.
 # The CPU stand-in backend (triton-python/backends/vllm_standin) is deliberately NOT copied: it exists
