@@ -23,6 +23,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from passerelle_stack.launcher import Stack, StackConfig
+from speech import SpeechSet, build
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -296,3 +297,10 @@ class Triton:
             text = path.read_text(encoding="utf-8")
             found += [json.loads(data) for data in re.findall(r'"name":"sampling_parameters","data":"\\"(.*?)\\"","shape"', text, re.S)]
         return found
+
+
+@pytest.fixture(scope="session")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> SpeechSet:
+    """The espeak-ng dialogue, its ten-minute repeat and its encodings (tests/speech.py), built once for the
+    audio test modules."""
+    return build(tmp_path_factory.mktemp("speech"))

@@ -21,7 +21,7 @@ import tritonclient.grpc as grpcclient
 
 from conftest import API_KEYS, metric_value, png_bytes, triton_metrics
 from passerelle_stack.launcher import Stack, free_port
-from speech import SpeechSet, build
+from speech import SpeechSet
 
 AUTH = {"Authorization": f"Bearer {API_KEYS[0]}"}
 # How far a timestamp may stray outside the audio (rounding to milliseconds).
@@ -35,11 +35,6 @@ pcm, rate = soundfile.read(sys.argv[1], dtype="float32")
 regions = get_speech_timestamps(torch.from_numpy(pcm), load_silero_vad(), sampling_rate=rate, return_seconds=True)
 print(json.dumps([[r["start"], r["end"]] for r in regions]))
 """
-
-
-@pytest.fixture(scope="session")
-def speech(tmp_path_factory: pytest.TempPathFactory) -> SpeechSet:
-    return build(tmp_path_factory.mktemp("speech"))
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from conftest import ImageServer, png_bytes
-from speech import SpeechSet, build, line_spans, reference_clip
+from speech import SpeechSet, line_spans, reference_clip
 
 THRESHOLD = 0.5  # pyannote's known_speaker_threshold (config.pbtxt; the CPU profile keeps the code's default)
 # Sentences that neither the dialogue nor the tiny embedding's fit or check speaks.
@@ -26,11 +26,6 @@ REFERENCE_TEXT = {
     "en+f3": "Could you bring the maps and a torch for the hike tomorrow?",
     "en+UniRobot": "Our train was late because of leaves on the line.",
 }
-
-
-@pytest.fixture(scope="module")
-def speech(tmp_path_factory: pytest.TempPathFactory) -> SpeechSet:
-    return build(tmp_path_factory.mktemp("speech"))
 
 
 @pytest.fixture(scope="module")
