@@ -5,7 +5,8 @@ For each length (1 and 10 minutes of espeak-ng dialogue, by default, as MP3 uplo
   A  direct Triton: `canary` over tritonclient.grpc with PCM the benchmark decoded beforehand
      (the model's own time plus the gRPC transfer of the PCM);
   B  through the adapter: the MP3 file posted to /v1/audio/transcriptions (upload, ffmpeg decode,
-     transfer, model, response);
+     transfer, model, response), naming its language (`language=en`), as A's default does;
+  I  the same upload without a language: `langid` identifies it first (I - B: the identification);
   C  the same upload with stream=true (`canary_stream`): the time to the first transcript delta,
      and to the end of the stream.
 Overhead = (B - A) / A, the adapter's decode + transfer cost as a share of model time (goal <= 5 %).
@@ -57,10 +58,11 @@ def direct(client: grpcclient.InferenceServerClient, pcm: np.ndarray) -> float:
     return time.perf_counter() - started
 
 
-def through_adapter(http: httpx.Client, path: Path) -> tuple[float, float, float]:
+def through_adapter(http: httpx.Client, path: Path, language: str | None = "en") -> tuple[float, float, float]:
     started = time.perf_counter()
+    data = {"model": "canary", **({"language": language} if language else {})}
     with path.open("rb") as audio:
-        response = http.post("/v1/audio/transcriptions", data={"model": "canary"}, files={"file": (path.name, audio, "audio/mpeg")})
+        response = http.post("/v1/audio/transcriptions", data=data, files={"file": (path.name, audio, "audio/mpeg")})
     elapsed = time.perf_counter() - started
     response.raise_for_status()
     timing = dict(re.findall(r"(\w+);dur=([\d.]+)", response.headers["server-timing"]))
@@ -74,7 +76,10 @@ def streamed(http: httpx.Client, path: Path) -> tuple[float, float]:
     with (
         path.open("rb") as audio,
         http.stream(
-            "POST", "/v1/audio/transcriptions", data={"model": "canary", "stream": "true"}, files={"file": (path.name, audio, "audio/mpeg")}
+            "POST",
+            "/v1/audio/transcriptions",
+            data={"model": "canary", "stream": "true", "language": "en"},
+            files={"file": (path.name, audio, "audio/mpeg")},
         ) as response,
     ):
         response.raise_for_status()
@@ -107,6 +112,7 @@ def main() -> int:
     stack = Stack(StackConfig.on_free_ports(work / "stack", adapter_env={"OPENAI_API_KEYS": API_KEY}))
     rows = []
     streams: list[tuple[float, list[float], list[float], list[float], list[float]]] = []
+    identifications: list[tuple[float, list[float], list[float]]] = []
     try:
         stack.prepare()
         stack.start_triton()
@@ -114,6 +120,7 @@ def main() -> int:
             started = time.monotonic()
             client.load_model("canary", client_timeout=900)
             client.load_model("canary_stream", client_timeout=900)
+            client.load_model("langid", client_timeout=900)
             print(f"canary loaded in Triton in {time.monotonic() - started:.1f} s", flush=True)
             stack.start_adapter()
             adapter_pid = stack.processes["adapter"].pid
@@ -122,23 +129,26 @@ def main() -> int:
                 warm = looped(voices.dialogue, 0.25, work / "warm.mp3")
                 direct(client, pcm16k(warm))
                 through_adapter(http, warm)
+                through_adapter(http, warm, language=None)
                 streamed(http, warm)
                 for minutes in args.minutes:
                     upload = looped(voices.dialogue, minutes, work / f"{minutes:g}min.mp3")
                     pcm = pcm16k(upload)
-                    a_times, b_times, decodes, inferences, firsts, totals, ratios = [], [], [], [], [], [], []
+                    a_times, b_times, decodes, inferences, firsts, totals, ratios, identified = [], [], [], [], [], [], [], []
                     for _ in range(args.repeats):
                         a_times.append(direct(client, pcm))
                         b, decode, inference = through_adapter(http, upload)
                         b_times.append(b)
                         decodes.append(decode)
                         inferences.append(inference)
+                        identified.append(through_adapter(http, upload, language=None)[0])
                         first, total = streamed(http, upload)
                         firsts.append(first)
                         totals.append(total)
                         ratios.append(first / b)
                     a, b = statistics.median(a_times), statistics.median(b_times)
                     rows.append((minutes, upload.stat().st_size, a, b, statistics.median(decodes), statistics.median(inferences)))
+                    identifications.append((minutes, b_times, identified))
                     streams.append((minutes, b_times, firsts, totals, ratios))
                     print(
                         f"  {minutes:g} min: direct {a:.2f} s, adapter {b:.2f} s, first delta {statistics.median(firsts):.2f} s", flush=True
@@ -166,6 +176,13 @@ def main() -> int:
     print("|---|---|---|---|---|---|")
     for minutes, size, a, b, decode, _inference in rows:
         print(f"| {minutes:g} min | {size / 1e6:.1f} MB | {a:.2f} s | {b:.2f} s | {decode:.2f} s | {100 * (b - a) / a:+.1f} % |")
+    print("\nLanguage identification (no `language`: langid first), medians [min-max] of the same interleaved rounds")
+    print("| Audio | Language named | Identified | Identification (I - B) |")
+    print("|---|---|---|---|")
+    for minutes, named, unnamed in identifications:
+        costs = [i - b for i, b in zip(unnamed, named, strict=True)]
+        cost = f"{statistics.median(costs):+.2f} s [{min(costs):+.2f}-{max(costs):+.2f}]"
+        print(f"| {minutes:g} min | {spread(named)} | {spread(unnamed)} | {cost} |")
     print("\nStreamed transcription (stream=true), medians [min-max] of the same interleaved rounds")
     print("| Audio | Not streamed | Streamed: first delta | Streamed: whole stream | First delta ÷ not streamed |")
     print("|---|---|---|---|---|")
