@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import numpy as np
 import openai
 import pytest
 import tritonclient.grpc as grpcclient
@@ -304,3 +305,14 @@ def speech(tmp_path_factory: pytest.TempPathFactory) -> SpeechSet:
     """The espeak-ng dialogue, its ten-minute repeat and its encodings (tests/speech.py), built once for the
     audio test modules."""
     return build(tmp_path_factory.mktemp("speech"))
+
+
+def infer(triton: grpcclient.InferenceServerClient, model: str, inputs: dict[str, Any]) -> grpcclient.InferResult:
+    """One native gRPC inference; each input's Triton type follows its numpy dtype."""
+    tensors = []
+    for name, array in inputs.items():
+        dtype = {np.float32: "FP32", np.int32: "INT32", np.bool_: "BOOL", np.object_: "BYTES"}[array.dtype.type]
+        tensor = grpcclient.InferInput(name, list(array.shape), dtype)
+        tensor.set_data_from_numpy(array)
+        tensors.append(tensor)
+    return triton.infer(model, tensors, client_timeout=600)

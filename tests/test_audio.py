@@ -19,7 +19,7 @@ import openai
 import pytest
 import tritonclient.grpc as grpcclient
 
-from conftest import API_KEYS, metric_value, png_bytes, triton_metrics
+from conftest import API_KEYS, infer, metric_value, png_bytes, triton_metrics
 from passerelle_stack.launcher import Stack, free_port
 from speech import SpeechSet
 
@@ -427,20 +427,10 @@ def test_seed_diarization_refuses_inconsistent_counts(http: httpx.Client, speech
 # Native Triton clients ----------------------------------------------------------------------
 
 
-def _infer(triton: grpcclient.InferenceServerClient, model: str, inputs: dict[str, np.ndarray]) -> grpcclient.InferResult:
-    tensors = []
-    for name, array in inputs.items():
-        dtype = {np.float32: "FP32", np.int32: "INT32", np.bool_: "BOOL", np.object_: "BYTES"}[array.dtype.type]
-        tensor = grpcclient.InferInput(name, list(array.shape), dtype)
-        tensor.set_data_from_numpy(array)
-        tensors.append(tensor)
-    return triton.infer(model, tensors, client_timeout=600)
-
-
 def test_native_canary(triton: grpcclient.InferenceServerClient, speech: SpeechSet, http: httpx.Client) -> None:
     http.post("/api/audio/transcribe", files=upload(speech.silence))  # makes sure canary is loaded
     pcm = pcm16k(speech.dialogue)
-    result = _infer(
+    result = infer(
         triton,
         "canary",
         {"audio": pcm, "source_language": np.array([b"en"], dtype=np.object_), "timestamps": np.array([True])},
@@ -456,14 +446,14 @@ def test_native_canary(triton: grpcclient.InferenceServerClient, speech: SpeechS
 
 def test_native_canary_rejects_an_unknown_language(triton: grpcclient.InferenceServerClient, speech: SpeechSet) -> None:
     with pytest.raises(grpcclient.InferenceServerException) as error:
-        _infer(triton, "canary", {"audio": pcm16k(speech.silence), "source_language": np.array([b"xx"], dtype=np.object_)})
+        infer(triton, "canary", {"audio": pcm16k(speech.silence), "source_language": np.array([b"xx"], dtype=np.object_)})
     assert "INVALID_ARG" in str(error.value.status()) and "xx" in error.value.message()
 
 
 def test_native_pyannote(triton: grpcclient.InferenceServerClient, speech: SpeechSet, http: httpx.Client) -> None:
     http.post("/api/diarization/process", files=upload(speech.silence))  # makes sure pyannote is loaded
     pcm = pcm16k(speech.dialogue)
-    result = _infer(triton, "pyannote", {"audio": pcm, "num_speakers": np.array([2], dtype=np.int32)})
+    result = infer(triton, "pyannote", {"audio": pcm, "num_speakers": np.array([2], dtype=np.int32)})
     speakers, times = result.as_numpy("speakers"), result.as_numpy("turn_times")
     assert times.shape == (len(speakers), 2) and len(speakers) > 0
     assert times.min() >= 0 and times.max() <= len(pcm) / 16000 + EPSILON_S
@@ -475,7 +465,7 @@ def test_native_speaker_transcript_matches_the_adapter(
 ) -> None:
     with speech.dialogue.open("rb") as audio:
         through_adapter = client.audio.transcriptions.create(model="canary", file=audio, response_format="diarized_json").model_dump()
-    result = _infer(triton, "speaker_transcript", {"audio": pcm16k(speech.dialogue)})
+    result = infer(triton, "speaker_transcript", {"audio": pcm16k(speech.dialogue)})
     native = [
         (speaker.decode(), round(float(start), 3), round(float(end), 3), text.decode())
         for speaker, (start, end), text in zip(
@@ -499,7 +489,7 @@ def test_long_audio_is_chunked_at_silences_without_truncation(
     pcm = pcm16k(speech.long)
     duration = len(pcm) / 16000
     assert duration >= 600
-    result = _infer(triton, "canary", {"audio": pcm, "timestamps": np.array([True])})
+    result = infer(triton, "canary", {"audio": pcm, "timestamps": np.array([True])})
     chunks = [(float(a), float(b)) for a, b in result.as_numpy("chunk_times")]
     regions = vad_regions(speech.long)
     assert len(regions) >= 4 * 26 * 0.9, len(regions)  # four turns per repetition of the dialogue
@@ -538,7 +528,7 @@ def _native_stream(stack: Stack, pcm: np.ndarray, cancel_after: int | None = Non
         audio.set_data_from_numpy(pcm)
         language = grpcclient.InferInput("source_language", [1], "BYTES")
         language.set_data_from_numpy(np.array([b"en"], dtype=np.object_))
-        client.async_stream_infer("canary_stream", [audio, language], request_id="native-stream")
+        client.async_streaminfer("canary_stream", [audio, language], request_id="native-stream")
         received: list[grpcclient.InferResult] = []
         while True:
             result, error = results.get(timeout=600)

@@ -16,7 +16,7 @@ import openai
 import pytest
 import tritonclient.grpc as grpcclient
 
-from conftest import ImageServer, png_bytes
+from conftest import ImageServer, infer, png_bytes
 from speech import SpeechSet, line_spans, reference_clip
 
 THRESHOLD = 0.5  # pyannote's known_speaker_threshold (config.pbtxt; the CPU profile keeps the code's default)
@@ -52,16 +52,6 @@ def known(names: list[str], clips: list[np.ndarray]) -> dict[str, np.ndarray]:
         "known_speaker_references": np.concatenate(clips).astype(np.float32),
         "known_speaker_reference_lengths": np.array([len(clip) for clip in clips], dtype=np.int32),
     }
-
-
-def infer(triton: grpcclient.InferenceServerClient, model: str, inputs: dict[str, np.ndarray]) -> grpcclient.InferResult:
-    tensors = []
-    for name, array in inputs.items():
-        dtype = {np.float32: "FP32", np.int32: "INT32", np.bool_: "BOOL", np.object_: "BYTES"}[array.dtype.type]
-        tensor = grpcclient.InferInput(name, list(array.shape), dtype)
-        tensor.set_data_from_numpy(array)
-        tensors.append(tensor)
-    return triton.infer(model, tensors, client_timeout=600)
 
 
 def decoded(result: grpcclient.InferResult, name: str) -> list[str]:

@@ -17,17 +17,11 @@ import triton_python_backend_utils as pb_utils
 from passerelle_triton.attribution import Turn, assign_speakers, group_segments
 from passerelle_triton.backend import ModelArgs, audio_input, failure, optional, scalar, spans, strings
 from passerelle_triton.bls import ModelFailed, call, given, pairs, texts
+from passerelle_triton.speakers import KNOWN_SPEAKER_INPUTS
 from passerelle_triton.vad import SAMPLE_RATE
 
 _CANARY_INPUTS = ("source_language", "target_language", "punctuation")
-_DIARIZATION_INPUTS = (
-    "num_speakers",
-    "min_speakers",
-    "max_speakers",
-    "known_speaker_names",
-    "known_speaker_references",
-    "known_speaker_reference_lengths",
-)
+_DIARIZATION_INPUTS = ("num_speakers", "min_speakers", "max_speakers", *KNOWN_SPEAKER_INPUTS)
 _CANARY_OUTPUTS = ["text", "words", "word_times", "segments", "segment_times"]
 _FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 

@@ -17,17 +17,10 @@ import triton_python_backend_utils as pb_utils
 from passerelle_triton.attribution import Turn, assign_speakers, turn_segments
 from passerelle_triton.backend import ModelArgs, failure, optional, scalar, spans, strings
 from passerelle_triton.bls import ModelFailed, call, given, output, pairs, texts
+from passerelle_triton.speakers import KNOWN_SPEAKER_INPUTS
 
 _TRANSCRIPTION_INPUTS = ("audio", "source_language", "target_language", "punctuation")
-_DIARIZATION_INPUTS = (
-    "audio",
-    "num_speakers",
-    "min_speakers",
-    "max_speakers",
-    "known_speaker_names",
-    "known_speaker_references",
-    "known_speaker_reference_lengths",
-)
+_DIARIZATION_INPUTS = ("audio", "num_speakers", "min_speakers", "max_speakers", *KNOWN_SPEAKER_INPUTS)
 _DIARIZATION_OUTPUTS = ["speakers", "turn_times", "exclusive_speakers", "exclusive_turn_times", "rttm"]
 
 

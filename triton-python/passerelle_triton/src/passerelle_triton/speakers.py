@@ -36,11 +36,13 @@ DEFAULT_MAX_SECONDS = 10.0
 SILENCE_RMS = 1e-4
 GENERATED_LABEL = re.compile(r"SPEAKER_\d+")
 NAMES, REFERENCES, LENGTHS = "known_speaker_names", "known_speaker_references", "known_speaker_reference_lengths"
+KNOWN_SPEAKER_INPUTS = (NAMES, REFERENCES, LENGTHS)  # what the pipelines pass on to `pyannote` as they are
 
 __all__ = [
     "DEFAULT_MAX_SECONDS",
     "DEFAULT_MIN_SECONDS",
     "DEFAULT_THRESHOLD",
+    "KNOWN_SPEAKER_INPUTS",
     "KnownSpeakers",
     "SpeakerMatch",
     "match_speakers",
