@@ -528,7 +528,7 @@ def _native_stream(stack: Stack, pcm: np.ndarray, cancel_after: int | None = Non
         audio.set_data_from_numpy(pcm)
         language = grpcclient.InferInput("source_language", [1], "BYTES")
         language.set_data_from_numpy(np.array([b"en"], dtype=np.object_))
-        client.async_streaminfer("canary_stream", [audio, language], request_id="native-stream")
+        client.async_stream_infer("canary_stream", [audio, language], request_id="native-stream")
         received: list[grpcclient.InferResult] = []
         while True:
             result, error = results.get(timeout=600)
