@@ -111,7 +111,7 @@ class AudioServing:
             return candidates[0] if candidates else "en"
         if candidates:
             scores = {code: p for label, p in heard.probabilities.items() if (code := language_code(label)) in candidates}
-            return max(candidates, key=lambda code: (scores.get(code, 0.0), -candidates.index(code)))
+            return max(candidates, key=lambda code: scores.get(code, 0.0))  # ties: the first candidate
         return require_identified(heard.language, heard.probability)
 
     async def _known_speakers(self, form: KnownSpeakerFields, diarizer: str) -> KnownSpeakers | None:
