@@ -123,7 +123,12 @@ def test_native_langid_listens_to_the_windows_asked_for(
 
 @pytest.mark.parametrize("language", ["de", "fr"])
 def test_the_sdks_plain_translation_identifies_the_language(
-    client: openai.OpenAI, stack: Stack, triton: grpcclient.InferenceServerClient, spoken: dict[str, Path], language: str
+    client: openai.OpenAI,
+    stack: Stack,
+    triton: grpcclient.InferenceServerClient,
+    spoken: dict[str, Path],
+    language: str,
+    langid_loaded: None,  # canary too: Triton refuses trace settings for a model not loaded
 ) -> None:
     """OpenAI's translations.create has no language parameter: the language is identified, and Canary is
     asked to translate from it into English (Triton's trace of the canary request shows both)."""
@@ -186,7 +191,9 @@ def english_by_default(stack: Stack) -> Iterator[str]:
     stack.stop(names=["adapter-default-language"])
 
 
-def test_the_default_language_setting_skips_identification(english_by_default: str, stack: Stack, spoken: dict[str, Path]) -> None:
+def test_the_default_language_setting_skips_identification(
+    english_by_default: str, stack: Stack, spoken: dict[str, Path], langid_loaded: None
+) -> None:
     tracer = Triton(stack)
     before = metric_value(triton_metrics(stack), "nv_inference_request_success", model="langid")
     with tracer.tensors("canary"):
