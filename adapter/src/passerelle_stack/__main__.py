@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from passerelle.core.config import Settings
+from passerelle_stack import dashboard
 from passerelle_stack.launcher import Stack, StackConfig, detect_profile
 from passerelle_stack.paths import home
 from passerelle_stack.steps import SetupFailed
@@ -69,9 +70,12 @@ def serve(stack: Stack) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="passerelle_stack")
-    parser.add_argument("command", choices=["setup", "serve"])
+    parser.add_argument("command", choices=["setup", "serve", "dashboard-types"])
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.command == "dashboard-types":
+        print(f"wrote {dashboard.write_api_types()}")
+        return 0
     stack = Stack(_config())
     started = time.perf_counter()
     try:

@@ -1,0 +1,3 @@
+export function Playground() {
+  return <p>Playground: to be built.</p>;
+}
