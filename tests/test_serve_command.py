@@ -1,5 +1,6 @@
 """README's first command: `python -m passerelle_stack serve` (what scripts/serve runs) starts
-Triton and the adapter, prints the URLs, serves audio, and Ctrl-C stops everything it started."""
+Triton and the adapter, prints the URLs, serves the dashboard and audio, and Ctrl-C stops
+everything it started."""
 
 from __future__ import annotations
 
@@ -38,6 +39,10 @@ def test_serve_prints_urls_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
         printed = (tmp_path / "serve.out").read_text()
         assert f"http://127.0.0.1:{ports['adapter']}/v1" in printed and f"127.0.0.1:{ports['grpc']}" in printed
         assert httpx.get(f"http://127.0.0.1:{ports['adapter']}/health", timeout=10).json()["triton"]["ready"] is True
+        # The dashboard, built by set-up, at the printed URL.
+        assert f"Dashboard      http://127.0.0.1:{ports['adapter']}/" in printed
+        page = httpx.get(f"http://127.0.0.1:{ports['adapter']}/", timeout=10)
+        assert page.status_code == 200 and '<div id="root">' in page.text, page.text[:300]
         children = psutil.Process(serve.pid).children(recursive=True)
         assert any("tritonserver" in child.name() for child in children)
         # The audio routes too: canary loads on this first request (LAZY_LOAD_MODELS).

@@ -13,7 +13,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
 from passerelle.admin import router as admin
 from passerelle.admin.downloads.manager import DownloadManager
@@ -35,7 +37,7 @@ from passerelle.core.errors import install_error_handlers
 from passerelle.core.memory import trim_when_grown
 from passerelle.core.middleware import BodyLimitMiddleware, RequestIdFilter, RequestIdMiddleware
 from passerelle.core.observability import Metrics, MetricsMiddleware, watch_event_loop
-from passerelle.core.security import AdminCheck, APIKeyCheck
+from passerelle.core.security import AdminCheck, APIKeyCheck, BrowserPolicyMiddleware
 from passerelle.core.shared import SharedState
 from passerelle.core.workers import PreparePool
 from passerelle.health import router as health
@@ -129,7 +131,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.log_level)
-    app = FastAPI(title="passerelle", version="0.1.0", lifespan=lifespan)
+    # /docs and /redoc take Swagger UI's and ReDoc's assets from the fastapi-offline package, not a CDN.
+    app = FastAPIOffline(title="passerelle", version="0.1.0", lifespan=lifespan, static_url="/docs/assets")
     app.state.settings = settings
     app.state.metrics = Metrics()
     app.state.api_keys = APIKeyCheck([key.get_secret_value() for key in settings.openai_api_keys])
@@ -142,8 +145,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"], expose_headers=["X-Request-ID"]
         )
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_body_bytes, upload_limit=settings.max_audio_upload_bytes)
+    dashboard = settings.frontend_dist is not None and (settings.frontend_dist / "index.html").is_file()
+    guarded_dashboard = settings.dashboard_prefix if dashboard else None
+    app.add_middleware(BrowserPolicyMiddleware, hosts=settings.browser_hosts, dashboard_prefix=guarded_dashboard)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(RequestIdMiddleware)
-    if settings.frontend_dist is not None and (settings.frontend_dist / "index.html").is_file():
-        app.mount("/", StaticFiles(directory=settings.frontend_dist, html=True), name="dashboard")
+    if dashboard:
+        assert settings.frontend_dist is not None
+        if settings.dashboard_prefix:
+            app.add_api_route("/", lambda: RedirectResponse(settings.dashboard_prefix + "/"), include_in_schema=False)
+        app.mount(settings.dashboard_prefix or "/", StaticFiles(directory=settings.frontend_dist, html=True), name="dashboard")
+    elif settings.frontend_dist is not None:
+        log.warning("FRONTEND_DIST=%s has no index.html: the dashboard is not served", settings.frontend_dist)
     return app

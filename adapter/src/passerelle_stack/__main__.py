@@ -48,6 +48,7 @@ def serve(stack: Stack) -> int:
         stack.start_adapter()
         print(
             f"\npasserelle is up (profile {stack.config.profile}):\n"
+            f"  Dashboard      {stack.adapter_url}{Settings().dashboard_path}\n"
             f"  OpenAI API     {stack.adapter_url}/v1   (docs: {stack.adapter_url}/docs)\n"
             f"  Triton HTTP    {stack.triton_http}\n"
             f"  Triton gRPC    {stack.triton_grpc}\n"

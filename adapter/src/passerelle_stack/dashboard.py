@@ -40,7 +40,8 @@ def node_modules() -> Path:
     stamp = SOURCE / "node_modules" / ".passerelle-lock"
     wanted = digest(SOURCE / "package-lock.json")
     if not (stamp.is_file() and stamp.read_text() == wanted):
-        with step("the dashboard's npm packages (npm ci)", log, "check that the npm registry answers (npm ci in dashboard/), then run the command again"):
+        hint = "check that the npm registry answers (npm ci in dashboard/), then run the command again"
+        with step("the dashboard's npm packages (npm ci)", log, hint):
             _run([_npm(), "ci", "--no-audit", "--no-fund", "--loglevel=error"], log)
             stamp.write_text(wanted)
     return SOURCE / "node_modules"

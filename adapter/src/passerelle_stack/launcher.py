@@ -15,6 +15,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from passerelle_stack import dashboard
 from passerelle_stack.artifacts import ensure_artifacts
 from passerelle_stack.environments import ENV_LOG, triton_env
 from passerelle_stack.paths import home, model_cache_dir
@@ -92,6 +93,7 @@ class Stack:
         self.repository = config.run_dir / "model_repository"
         self.trace_file = config.run_dir / "triton-trace.json"
         self.cache = model_cache_dir()
+        self.dashboard: Path | None = None  # the built dashboard, once prepare() ran
 
     @property
     def triton_http(self) -> str:
@@ -141,6 +143,8 @@ class Stack:
         ensure_artifacts(self.config.profile, self.env_dir / "bin" / "python", variables, self.triton_environment(self.env_dir))
         with step("render the model repository", None, "check model_repository/*/profiles/*.json"):
             render(self.config.profile, self.repository, variables)
+        # FRONTEND_DIST names a dashboard built elsewhere; otherwise set-up builds dashboard/.
+        self.dashboard = None if os.environ.get("FRONTEND_DIST") else dashboard.build()
 
     def _spawn(self, name: str, command: list[str], env: dict[str, str], niceness: int = 0) -> Path:
         log_path = self.config.run_dir / f"{name}.log"
@@ -210,6 +214,8 @@ class Stack:
             PROFILE=self.config.profile,
             HF_HUB_OFFLINE="1" if self.config.profile == "cpu" else env.get("HF_HUB_OFFLINE", "0"),
         )
+        if self.dashboard is not None:
+            env.setdefault("FRONTEND_DIST", str(self.dashboard))
         env.update(self.config.adapter_env)
         return env
 

@@ -922,6 +922,7 @@ export interface components {
             gpus: {
                 [key: string]: unknown;
             }[];
+            host?: components["schemas"]["HostFacts"] | null;
             /** Models */
             models: {
                 [key: string]: {

@@ -152,8 +152,11 @@ class Status(BaseModel):
 
 class MetricsPoint(BaseModel):
     t: float
-    models: dict[str, dict[str, float | None]]  # per-interval rates and vLLM gauges, by model
-    gpus: list[dict[str, Any]]
+    # By model: requests_per_s, failures_per_s, avg_compute_ms, avg_queue_ms (Triton); latency_p50_s,
+    # latency_p95_s, ttft_p50_s, ttft_p95_s, tokens_per_s, in_flight (the adapter); queued and vLLM's gauges.
+    models: dict[str, dict[str, float | None]]
+    gpus: list[dict[str, Any]]  # index, utilization_percent, memory_used_bytes, memory_total_bytes, temperature_c, power_w
+    host: HostFacts | None = None  # the adapter's host: CPU and memory
 
 
 class MetricsHistory(BaseModel):

@@ -63,7 +63,13 @@ class Settings(BaseSettings):
     # HTTP surface.
     cors_origins: CommaList = Field(default_factory=list)
     openai_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    # The built dashboard (dashboard/, built by set-up) and the path it is served at.
     frontend_dist: Path | None = None
+    dashboard_path: str = Field(default="/", pattern=r"^/([A-Za-z0-9._~-]+/?)*$")
+    # The names a browser may use for the admin API and the dashboard (the Host header): anything
+    # else is refused there, which stops DNS rebinding. PUBLIC_HOSTNAME adds the name users browse to.
+    allowed_hosts: CommaList = Field(default_factory=lambda: ["localhost", "127.0.0.1", "::1"])
+    public_hostname: str | None = None
     max_request_body_bytes: int = 32 * 1024 * 1024
     # Threads that prepare requests off the event loop (chat templates, tokenizers, image decoding).
     # A request holds at most one, so one heavy request never takes them all.
@@ -102,6 +108,7 @@ class Settings(BaseSettings):
     @field_validator(
         "preload_models",
         "cors_origins",
+        "allowed_hosts",
         "image_url_allowed_hosts",
         "image_url_allowed_private_networks",
         mode="before",
@@ -149,7 +156,22 @@ class Settings(BaseSettings):
             ipaddress.ip_network(network, strict=False)
         return value
 
-    @field_validator("image_url_allowed_hosts")
+    @field_validator("image_url_allowed_hosts", "allowed_hosts")
     @classmethod
     def _hosts(cls, value: list[str]) -> list[str]:
         return [host.lower().rstrip(".") for host in value]
+
+    @property
+    def browser_hosts(self) -> frozenset[str]:
+        """Host names the admin API and the dashboard answer to (without port)."""
+        names = set(self.allowed_hosts)
+        if self.public_hostname:
+            names.add(self.public_hostname.lower().rstrip("."))
+        if self.adapter_host not in ("0.0.0.0", "::", ""):
+            names.add(self.adapter_host.lower())
+        return frozenset(names)
+
+    @property
+    def dashboard_prefix(self) -> str:
+        """DASHBOARD_PATH without its trailing slash ("" for the root)."""
+        return self.dashboard_path.rstrip("/")

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
@@ -110,6 +111,31 @@ class Metrics:
     def exposition(self) -> bytes:
         """The text format of every worker's metrics."""
         return generate_latest(self._collected())
+
+    def model_samples(self) -> dict[str, dict[str, Any]]:
+        """Per model, the cumulative series the dashboard's history turns into rates and quantiles:
+        latency and time-to-first-token buckets (`le` -> count), completion tokens, requests in flight."""
+        models: dict[str, dict[str, Any]] = {}
+
+        def entry(model: str) -> dict[str, Any]:
+            return models.setdefault(model, {"latency": {}, "ttft": {}, "completion_tokens": 0.0, "in_flight": 0.0})
+
+        for family in self._collected().collect():
+            for sample in family.samples:
+                model = sample.labels.get("model")
+                if not model:
+                    continue
+                if sample.name == "passerelle_request_duration_seconds_bucket":
+                    buckets = entry(model)["latency"]
+                    bound = float(sample.labels["le"])
+                    buckets[bound] = buckets.get(bound, 0.0) + sample.value
+                elif sample.name == "passerelle_time_to_first_token_seconds_bucket":
+                    entry(model)["ttft"][float(sample.labels["le"])] = sample.value
+                elif sample.name == "passerelle_tokens_total" and sample.labels.get("kind") == "completion":
+                    entry(model)["completion_tokens"] = sample.value
+                elif sample.name == "passerelle_model_requests_in_flight":
+                    entry(model)["in_flight"] = sample.value
+        return models
 
     def model_requests_in_flight(self, model: str) -> int:
         value = self._collected().get_sample_value("passerelle_model_requests_in_flight", {"model": model})

@@ -11,8 +11,9 @@ import hmac
 import ipaddress
 
 from fastapi import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from passerelle.core.errors import Forbidden, Unauthorized
+from passerelle.core.errors import APIError, Forbidden, Unauthorized
 
 
 def _digest(value: str) -> bytes:
@@ -89,3 +90,76 @@ async def require_admin(request: Request) -> None:
     """Route dependency of the admin API."""
     check: AdminCheck = request.app.state.admin_check
     check(request)
+
+
+# Paths a browser policy never applies to: probes, scrapes and the APIs that programs call, which
+# arrive with whatever Host their network gives them (a pod's IP, a service name).
+_API_PREFIXES = ("/v1/", "/v1", "/health", "/metrics", "/api/", "/docs", "/redoc", "/openapi.json")
+_SIMPLE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# A header that no cross-site "simple request" can carry: sending it needs a CORS preflight.
+_NON_SIMPLE_HEADERS = (b"x-requested-with", b"x-admin-key", b"authorization")
+
+
+def host_name(header: str) -> str:
+    """The name in a Host header, lower-cased, without port or IPv6 brackets."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+class BrowserPolicyMiddleware:
+    """The admin API and the dashboard are for the operator's browser, which other web pages share.
+
+    - `Host` must be one of the adapter's names (ALLOWED_HOSTS, PUBLIC_HOSTNAME): a page that
+      rebinds its own DNS name to this address still sends its own name, and is refused.
+    - Admin writes need `Content-Type: application/json` or a header that only a preflighted
+      request can carry, so no cross-site form or body-less `POST` can load or unload a model.
+
+    `/health`, `/metrics` and the APIs (`/v1/*`, the seed's `/api/audio`, ...) are exempt.
+    """
+
+    def __init__(self, app: ASGIApp, hosts: frozenset[str], dashboard_prefix: str | None) -> None:
+        self.app = app
+        self.hosts = hosts
+        self.dashboard_prefix = dashboard_prefix  # None when no dashboard is served
+
+    def _guarded(self, path: str) -> bool:
+        if path == "/api/admin" or path.startswith("/api/admin/"):
+            return True
+        if self.dashboard_prefix is None or path.startswith(_API_PREFIXES):
+            return False
+        return path == self.dashboard_prefix or path.startswith(self.dashboard_prefix + "/")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self._guarded(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        refusal = self._refusal(scope, headers)
+        if refusal is None:
+            await self.app(scope, receive, send)
+            return
+        body = refusal.response().model_dump_json().encode()
+        await send({"type": "http.response.start", "status": refusal.status, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+
+    def _refusal(self, scope: Scope, headers: dict[bytes, bytes]) -> APIError | None:
+        name = host_name(headers.get(b"host", b"").decode("latin-1"))
+        if name not in self.hosts:
+            shown = name[:80] or "(none)"
+            return Forbidden(
+                f"Host '{shown}' is not a name of this gateway: the admin API and the dashboard answer only to "
+                "ALLOWED_HOSTS and PUBLIC_HOSTNAME (this stops DNS rebinding). Add the name you browse to there.",
+                code="host_not_allowed",
+            )
+        if scope["method"] in _SIMPLE_METHODS or not scope["path"].startswith("/api/admin"):
+            return None
+        media_type = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+        if media_type == b"application/json" or any(name in headers for name in _NON_SIMPLE_HEADERS):
+            return None
+        return Forbidden(
+            "Admin changes need 'Content-Type: application/json' (or an X-Requested-With header): another web page "
+            "cannot send those without the browser asking this gateway first.",
+            code="cross_site_request_refused",
+        )

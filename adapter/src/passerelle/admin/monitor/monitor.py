@@ -86,13 +86,15 @@ class Monitor:
         now = time.time()
         triton = await collect_triton(self.triton, self._http, self.settings.triton_metrics_url)
         facts = await system_facts(self.triton, triton.index) if triton.live else None
-        host, caches = await asyncio.to_thread(lambda: (host_facts(), cache_states(self.catalog.entries, self.settings.model_cache_dir)))
+        host, caches, adapter = await asyncio.to_thread(
+            lambda: (host_facts(), cache_states(self.catalog.entries, self.settings.model_cache_dir), self.control.metrics.model_samples())
+        )
         states = {entry["name"]: entry for entry in triton.index}
         models = {
             key: await self._model_state(entry, states.get(key, {}), triton, caches.get(key), now)
             for key, entry in self.catalog.entries.items()
         }
-        self.history.add(now, triton.stats, triton.metrics, facts)
+        self.history.add(now, triton.stats, triton.metrics, facts, adapter, host)
         return Status(
             collected_at=now,
             triton=TritonState(
