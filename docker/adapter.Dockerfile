@@ -7,6 +7,16 @@
 #   docker build -f docker/adapter.Dockerfile -t passerelle/adapter .
 
 ARG PYTHON_IMAGE=python:3.11-slim
+ARG NODE_IMAGE=node:20-bookworm-slim
+
+# ---- the dashboard (dashboard/, Vite) ------------------------------------------------------------
+# Built here and served by the adapter (FRONTEND_DIST); Node.js is not in the runtime image.
+FROM ${NODE_IMAGE} AS dashboard
+WORKDIR /dashboard
+COPY dashboard/package.json dashboard/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY dashboard/ ./
+RUN npm run build
 
 # ---- dependencies ------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS deps
@@ -56,6 +66,7 @@ COPY --from=deps /opt/venv /opt/venv
 # Only the `passerelle` package: `passerelle_stack` (adapter/src/passerelle_stack) is the local ops
 # tooling that installs and launches tritonserver; nothing at run time imports it.
 COPY adapter/src/passerelle /app/src/passerelle
+COPY --from=dashboard /dashboard/dist /app/dashboard
 
 # Settings are read from the environment (passerelle/config.py; names are the upper-case field names).
 # These are the container's defaults; docker/compose.yaml sets the deployment's values. ffmpeg and
@@ -74,7 +85,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     HF_HUB_OFFLINE=1 \
     HF_HUB_DISABLE_TELEMETRY=1 \
     FFMPEG_BINARY=/usr/bin/ffmpeg \
-    FFPROBE_BINARY=/usr/bin/ffprobe
+    FFPROBE_BINARY=/usr/bin/ffprobe \
+    FRONTEND_DIST=/app/dashboard
 
 WORKDIR /app
 # Numeric, so that runtimes that check for non-root without reading /etc/passwd (Kubernetes

@@ -61,6 +61,8 @@ def test_loopback_names_with_any_port_are_the_default_names(adapter_url: str, ho
     assert httpx.get(f"{adapter_url}/api/admin/status", headers=headers, timeout=30).status_code == 200
     page = httpx.get(f"{adapter_url}/", headers=headers, timeout=30)
     assert page.status_code == 200 and '<div id="root">' in page.text
+    # The seed's address of its dashboard leads to it.
+    assert httpx.get(f"{adapter_url}/dashboard", headers=headers, timeout=30).headers.get("location") == "/"
 
 
 def test_probes_scrapes_and_apis_keep_working_with_a_pod_ip_as_host(adapter_url: str) -> None:
@@ -79,8 +81,9 @@ def test_public_hostname_and_dashboard_sub_path(open_admin: str) -> None:
     asset = re.search(r'src="(\./assets/[^"]+\.js)"', page.text)
     assert asset is not None, page.text
     assert httpx.get(f"{open_admin}/ui/{asset.group(1)[2:]}", timeout=30).status_code == 200
-    root = httpx.get(f"{open_admin}/", timeout=30)
-    assert root.status_code in (302, 307) and root.headers["location"] == "/ui/"
+    for alias in ("/", "/dashboard"):
+        redirect = httpx.get(f"{open_admin}{alias}", timeout=30)
+        assert redirect.status_code in (302, 307) and redirect.headers["location"] == "/ui/", alias
     assert httpx.get(f"{open_admin}/ui/", headers={"Host": "other.example"}, timeout=30).status_code == 403
 
 

@@ -55,3 +55,13 @@ describe("stream bookkeeping", () => {
     expect(statsLine(stats, true)).toBe("stopped · first token 0.10 s · total 0.60 s");
   });
 });
+
+describe("renderDelayMs", () => {
+  it("redraws a short answer often and a long one at most once a second", async () => {
+    const { renderDelayMs } = await import("../src/pages/playground/Chat");
+    expect(renderDelayMs(0)).toBe(100);
+    expect(renderDelayMs(2000)).toBe(200);
+    expect(renderDelayMs(10_000)).toBe(600);
+    expect(renderDelayMs(1_000_000)).toBe(1000);
+  });
+});

@@ -152,8 +152,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestIdMiddleware)
     if dashboard:
         assert settings.frontend_dist is not None
-        if settings.dashboard_prefix:
-            app.add_api_route("/", lambda: RedirectResponse(settings.dashboard_prefix + "/"), include_in_schema=False)
+        # The seed served its dashboard at /dashboard: that address still leads to it.
+        for alias in {"/", "/dashboard", "/dashboard/"} - {settings.dashboard_prefix or "/", settings.dashboard_prefix + "/"}:
+            app.add_api_route(alias, lambda: RedirectResponse((settings.dashboard_prefix or "") + "/"), include_in_schema=False)
         app.mount(settings.dashboard_prefix or "/", StaticFiles(directory=settings.frontend_dist, html=True), name="dashboard")
     elif settings.frontend_dist is not None:
         log.warning("FRONTEND_DIST=%s has no index.html: the dashboard is not served", settings.frontend_dist)

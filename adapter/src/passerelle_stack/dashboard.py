@@ -49,10 +49,12 @@ def node_modules() -> Path:
 
 def build() -> Path:
     """The built dashboard (index.html and assets), built only when its sources changed."""
+    # The packages also serve the tests (Vitest, axe-core), so a clean clone gets them even when
+    # its build is cached.
+    node_modules()
     out = home() / "dashboard" / digest(*(SOURCE / name for name in BUILD_INPUTS))
     if (out / "index.html").is_file():
         return out
-    node_modules()
     log = home() / "logs" / LOG
     staging = out.with_name(out.name + ".staging")
     shutil.rmtree(staging, ignore_errors=True)

@@ -768,6 +768,7 @@ export interface components {
         };
         /** HostFacts */
         HostFacts: {
+            extra?: string;
             /** Cpu Count */
             cpu_count: number | null;
             /** Cpu Percent */

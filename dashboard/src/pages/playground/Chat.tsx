@@ -30,6 +30,13 @@ function readDataUrl(file: File): Promise<string> {
   });
 }
 
+/** How long streamed text waits before the next render: markdown is parsed and sanitised again on
+ * each render, so a long answer arriving token by token is redrawn less often and the page (its
+ * Stop button first) stays responsive. */
+export function renderDelayMs(length: number): number {
+  return Math.min(1000, 100 + Math.floor(length / 20));
+}
+
 function Markdown({ text }: { text: string }) {
   const html = useMemo(() => renderMarkdown(text), [text]);
   return <div className="pg-md" dangerouslySetInnerHTML={{ __html: html }} />;
@@ -205,14 +212,14 @@ export function Chat() {
         const before = state.text.length;
         state = applyChunk(state, event.value as Chunk);
         if (first === null && state.text.length > before) first = performance.now();
-        if (!frame) frame = requestAnimationFrame(flush);
+        if (!frame) frame = window.setTimeout(flush, renderDelayMs(state.text.length));
       }
-      cancelAnimationFrame(frame);
+      window.clearTimeout(frame);
       const stats = streamStats(state, sent, first, performance.now());
       updateAssistant(assistant.id, { text: state.text, state: streamError ? "error" : "done", stats });
       if (streamError) setError(streamError);
     } catch (cause) {
-      cancelAnimationFrame(frame);
+      window.clearTimeout(frame);
       const stats = streamStats(state, sent, first, performance.now());
       if (controller.signal.aborted) {
         updateAssistant(assistant.id, { text: state.text, state: "stopped", stats });
