@@ -768,7 +768,6 @@ export interface components {
         };
         /** HostFacts */
         HostFacts: {
-            extra?: string;
             /** Cpu Count */
             cpu_count: number | null;
             /** Cpu Percent */
