@@ -131,6 +131,8 @@ class HubServer:
     right_token: str = RIGHT_TOKEN
     throttle_bps: float | None = None
     hits: list[Hit] = field(default_factory=list)
+    # A hostile Hub: this ETag for every regular (non-LFS) file, e.g. a path instead of a digest.
+    etag_override: str | None = None
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -333,7 +335,8 @@ class _HubHandler(BaseHTTPRequestHandler):
                 self.send_header(key, value)
             self.end_headers()
             return None
-        return self._send_bytes(file.data, {"X-Repo-Commit": repo.sha, "ETag": f'"{file.git_oid}"'}, head)
+        etag = self.hub.etag_override if self.hub.etag_override is not None else file.git_oid
+        return self._send_bytes(file.data, {"X-Repo-Commit": repo.sha, "ETag": f'"{etag}"'}, head)
 
     # Responses.
 

@@ -61,6 +61,8 @@ def test_loopback_names_with_any_port_are_the_default_names(adapter_url: str, ho
     assert httpx.get(f"{adapter_url}/api/admin/status", headers=headers, timeout=30).status_code == 200
     page = httpx.get(f"{adapter_url}/", headers=headers, timeout=30)
     assert page.status_code == 200 and '<div id="root">' in page.text
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy and page.headers["x-frame-options"] == "DENY"
     # The seed's address of its dashboard leads to it.
     assert httpx.get(f"{adapter_url}/dashboard", headers=headers, timeout=30).headers.get("location") == "/"
 
@@ -124,3 +126,13 @@ def test_docs_assets_are_served_locally(adapter_url: str) -> None:
         for asset in re.findall(r'(?:src|href)="(/docs/assets/[^"]+)"', html):
             assert httpx.get(f"{adapter_url}{asset}", timeout=30).status_code == 200, asset
     assert "/docs/assets/swagger-ui-bundle.js" in httpx.get(f"{adapter_url}/docs", timeout=30).text
+
+
+def test_keyless_admin_refuses_requests_that_came_through_a_proxy(open_admin: str) -> None:
+    """Loopback behind a reverse proxy: the proxy connects from 127.0.0.1 for every client, and
+    uvicorn trusts X-Forwarded-For from loopback (FORWARDED_ALLOW_IPS; `*` trusts anyone's). Without an
+    admin key, a request with forwarding headers is refused whatever address it shows."""
+    assert httpx.get(f"{open_admin}/api/admin/status", timeout=30).status_code == 200
+    for header in ({"X-Forwarded-For": "127.0.0.1"}, {"X-Forwarded-For": "203.0.113.9"}, {"Forwarded": "for=127.0.0.1"}):
+        response = httpx.get(f"{open_admin}/api/admin/status", headers=header, timeout=30)
+        assert response.status_code == 403 and response.json()["error"]["code"] == "admin_loopback_only", header

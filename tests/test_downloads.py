@@ -120,6 +120,7 @@ def hub() -> Any:
 def fresh_hub(hub: HubServer) -> HubServer:
     hub.clear_hits()
     hub.throttle_bps = None
+    hub.etag_override = None
     return hub
 
 
@@ -292,3 +293,19 @@ def test_an_unreachable_hub_fails_with_a_network_error(tmp_path: Path) -> None:
     final = results[1]["final"]
     assert final["state"] == "failed" and final["status_code"] is None, final
     assert "network error" in final["error"] and closed_url in final["error"]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("etag", ["../../../../escaped", "abc", "0" * 39 + "/"])
+def test_an_etag_that_is_not_a_digest_never_names_a_file(fresh_hub: HubServer, tmp_path: Path, etag: str) -> None:
+    """The blob's file name comes from the Hub's ETag: a hostile or broken Hub that sends a path, or
+    anything but a hex digest, fails the download and writes nothing outside the cache's blobs."""
+    fresh_hub.etag_override = etag
+    cache = tmp_path / "models"
+    results, _, _ = drive(fresh_hub.url, cache, [{"op": "start", "repo": PUBLIC_REPO}, {"op": "wait"}])
+    final = results[1]["final"]
+    assert final["state"] == "failed" and "ETag" in final["error"], final
+    assert not (tmp_path / "escaped").exists() and not list(tmp_path.rglob("escaped*"))
+    blobs = repo_dir(cache, PUBLIC_REPO) / "blobs"
+    if blobs.is_dir():
+        assert all(len(blob.name.split(".")[0]) in (40, 64) for blob in blobs.iterdir())

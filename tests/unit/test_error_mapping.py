@@ -71,3 +71,30 @@ def test_every_error_has_openais_shape() -> None:
     assert unavailable.body()["error"]["type"] == "service_unavailable"
     response = ErrorResponse.of("gone", type="invalid_request_error", code="x").json_response(409, extra_field=1)
     assert response.status_code == 409 and b'"extra_field":1' in response.body
+
+
+def test_clients_read_triton_failures_in_words_and_the_log_gets_the_detail(caplog: pytest.LogCaptureFixture) -> None:
+    detail = "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:8001: Connection refused"
+    _, _, message, _ = mapped(FailureKind.SERVER_UNAVAILABLE, detail)
+    assert message == "Triton Inference Server is unavailable; retry later."
+    crash = 'Traceback (most recent call last):\n  File "/root/.cache/passerelle/envs/triton/model.py", line 9\nRuntimeError: CUDA error'
+    with caplog.at_level("ERROR", logger="passerelle.errors"):
+        _, code, message, _ = mapped(FailureKind.INTERNAL, crash)
+    assert code == "model_error" and "Traceback" not in message and "/root" not in message and "request id" in message
+    assert "CUDA error" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("unexpected inference input 'x'", "unexpected inference input 'x'"),
+        ("bad language 'xx'\nTraceback (most recent call last):\n  File \"/opt/m/model.py\", line 3", "bad language 'xx'"),
+        ('Traceback (most recent call last):\n  File "/a/b/c.py", line 1\nValueError: boom', "ValueError: boom"),
+        ("cannot open /root/.cache/passerelle/models/qwen/config.json", "cannot open config.json"),
+        ("upstream 10.0.0.7:8001 refused", "upstream (address) refused"),
+        ("x" * 1000, "x" * 400 + "…"),
+    ],
+)
+def test_refusals_are_shown_in_words(raw: str, shown: str) -> None:
+    _, _, message, _ = mapped(FailureKind.BAD_REQUEST, raw)
+    assert message == f"The model refused the request: {shown}"

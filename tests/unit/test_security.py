@@ -19,3 +19,23 @@ def test_without_an_admin_key_only_loopback_clients_are_served(client_host: str,
         with pytest.raises(APIError) as refused:
             check(request)
         assert refused.value.status == 403 and refused.value.code == "admin_loopback_only"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [("x-forwarded-for", "127.0.0.1"), ("forwarded", "for=127.0.0.1"), ("x-real-ip", "127.0.0.1"), ("x-forwarded-host", "gw")],
+)
+def test_without_an_admin_key_a_proxied_request_is_not_local(header: tuple[str, str]) -> None:
+    """A reverse proxy on the host connects from loopback for everyone (and FORWARDED_ALLOW_IPS=*
+    lets a client write its own X-Forwarded-For): forwarding headers mean not local."""
+    name, value = header
+    scope = {"type": "http", "method": "GET", "path": "/api/admin/status", "headers": [(name.encode(), value.encode())]}
+    with pytest.raises(APIError) as refused:
+        AdminCheck(None)(Request({**scope, "client": ("127.0.0.1", 50000)}))
+    assert refused.value.status == 403 and "proxy" in refused.value.message
+
+
+def test_with_an_admin_key_proxied_requests_are_judged_by_the_key() -> None:
+    headers = [(b"x-forwarded-for", b"203.0.113.9"), (b"authorization", b"Bearer k-0123456789")]
+    request = Request({"type": "http", "method": "GET", "path": "/api/admin/status", "headers": headers, "client": ("10.0.0.2", 1)})
+    AdminCheck("k-0123456789")(request)

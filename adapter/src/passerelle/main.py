@@ -16,6 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
+from starlette.types import Message, Receive, Scope, Send
 
 from passerelle.admin import router as admin
 from passerelle.admin.downloads.manager import DownloadManager
@@ -33,11 +34,11 @@ from passerelle.completions import router as completions
 from passerelle.completions.serving import CompletionServing
 from passerelle.core.catalog import Catalog
 from passerelle.core.config import Settings
-from passerelle.core.errors import install_error_handlers
+from passerelle.core.errors import NotFound, install_error_handlers
 from passerelle.core.memory import trim_when_grown
 from passerelle.core.middleware import BodyLimitMiddleware, RequestIdFilter, RequestIdMiddleware
-from passerelle.core.observability import Metrics, MetricsMiddleware, watch_event_loop
-from passerelle.core.security import AdminCheck, APIKeyCheck, BrowserPolicyMiddleware
+from passerelle.core.observability import Metrics, MetricsMiddleware, route_prefix, watch_event_loop
+from passerelle.core.security import API_PREFIXES, AdminCheck, APIKeyCheck, AuthenticationMiddleware, BrowserPolicyMiddleware
 from passerelle.core.shared import SharedState
 from passerelle.core.workers import PreparePool
 from passerelle.health import router as health
@@ -128,6 +129,38 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool.close()
 
 
+# The dashboard loads only its own files and talks only to its own origin; nothing may frame it.
+DASHBOARD_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+        b"media-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+]
+
+
+class DashboardFiles(StaticFiles):
+    """The built dashboard, with its security headers. Paths of the APIs that no route matched are
+    answered 404 in the API's error shape here, not by the files (which would answer 405 to a POST,
+    or the app's HTML)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(API_PREFIXES):
+            error = NotFound(f"No route {scope['method']} {scope['path'][:200]}.", code="not_found")
+            await error.response().json_response(404)(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *DASHBOARD_HEADERS]
+            await send(message)
+
+        await super().__call__(scope, receive, with_headers)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.log_level)
@@ -144,18 +177,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"], expose_headers=["X-Request-ID"]
         )
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_body_bytes, upload_limit=settings.max_audio_upload_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limit=settings.max_request_body_bytes,
+        upload_limit=settings.max_audio_upload_bytes,
+        upload_paths=audio.UPLOAD_PATHS,
+    )
     dashboard = settings.frontend_dist is not None and (settings.frontend_dist / "index.html").is_file()
     guarded_dashboard = settings.dashboard_prefix if dashboard else None
     app.add_middleware(BrowserPolicyMiddleware, hosts=settings.browser_hosts, dashboard_prefix=guarded_dashboard)
-    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    # Credentials first: a request without them gets 401 before anything reads its body.
+    app.add_middleware(AuthenticationMiddleware, api_keys=app.state.api_keys, admin=app.state.admin_check)
+    prefixes = frozenset(route_prefix(path) for route in app.routes if isinstance(path := getattr(route, "path", None), str))
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics, prefixes=prefixes)
     app.add_middleware(RequestIdMiddleware)
     if dashboard:
         assert settings.frontend_dist is not None
         # The seed served its dashboard at /dashboard: that address still leads to it.
         for alias in {"/", "/dashboard", "/dashboard/"} - {settings.dashboard_prefix or "/", settings.dashboard_prefix + "/"}:
             app.add_api_route(alias, lambda: RedirectResponse((settings.dashboard_prefix or "") + "/"), include_in_schema=False)
-        app.mount(settings.dashboard_prefix or "/", StaticFiles(directory=settings.frontend_dist, html=True), name="dashboard")
+        app.mount(settings.dashboard_prefix or "/", DashboardFiles(directory=settings.frontend_dist, html=True), name="dashboard")
     elif settings.frontend_dist is not None:
         log.warning("FRONTEND_DIST=%s has no index.html: the dashboard is not served", settings.frontend_dist)
     return app

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 class LoadRequest(BaseModel):
     """Optional placement for a load; it becomes a config override of the model's instance_group."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     gpus: list[int] | None = Field(default=None, max_length=64)
     instances: int | None = Field(default=None, ge=1, le=16)
 
@@ -27,7 +27,7 @@ class LoadRequest(BaseModel):
 
 
 class TokenRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     token: str = Field(min_length=1, max_length=512)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,8 +52,10 @@ class TokenStore:
         if not _VALID.match(token):
             raise InvalidToken("a Hugging Face token is 8 to 256 characters of letters, digits, '_', '-' or '.'")
         with self._locked(exclusive=True):
-            staging = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            # The folder is shared (Triton's container reads the token): an unpredictable name, created
+            # here and now (O_EXCL), never through a link someone else planted (O_NOFOLLOW).
+            staging = self.path.with_name(f".{self.path.name}.{secrets.token_hex(16)}.tmp")
+            descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
                 handle.write(token)
                 handle.flush()

@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import math
+import os
 import re
 import tempfile
 import uuid
@@ -46,6 +47,13 @@ SUPPORTED_FORMATS = {
     "matroska": "webm",
     "webm": "webm",
 }
+# ffprobe and ffmpeg may use only these demuxers, and read only the upload's file: a playlist or a
+# concat list disguised as audio (HLS, ffconcat) cannot make them open anything else.
+_DEMUXERS = "wav,flac,mp3,ogg,mov,aac,matroska"
+_CONTAINED = ("-format_whitelist", _DEMUXERS, "-protocol_whitelist", "file")
+# The in-memory PCM buffer is sized from the declared duration, up to this: a header that lies
+# about its length cannot make the adapter allocate for hours of audio up front.
+_MAX_PREALLOCATION = 16 * 1024 * 1024
 _DEMUXER = re.compile(r"\[([a-z0-9_,]+) @ 0x[0-9a-f]+\]\s*")
 SUPPORTED_LIST = "wav, flac, mp3, ogg (Vorbis/Opus), m4a/mp4 (AAC), aac, webm/mkv (Opus/Vorbis)"
 
@@ -84,32 +92,55 @@ class DecodedAudio:
             self.shared_memory.unlink(missing_ok=True)
 
 
-async def _run(*command: str, stdin_fd: int) -> tuple[int, bytes, bytes]:
+async def _run(*command: str, stdin_fd: int, timeout_s: float) -> tuple[int, bytes, bytes]:
     process = await asyncio.create_subprocess_exec(
         *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, pass_fds=(stdin_fd,)
     )
-    stdout, stderr = await process.communicate()
+    try:
+        async with asyncio.timeout(timeout_s):
+            stdout, stderr = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
     return process.returncode or 0, stdout, stderr
 
 
 class AudioDecoder:
+    """ffprobe and ffmpeg, contained: a fixed set of demuxers, the upload's file as the only input,
+    a time limit per run (AUDIO_DECODE_TIMEOUT_S), and at most AUDIO_DECODE_CONCURRENCY runs at once."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._slots = asyncio.Semaphore(settings.audio_decode_concurrency)
+
+    def _timed_out(self, what: str) -> InvalidRequest:
+        return InvalidRequest(
+            f"The audio took longer than {self.settings.audio_decode_timeout_s:.0f} s to {what} (AUDIO_DECODE_TIMEOUT_S).",
+            param="file",
+            code="invalid_audio",
+        )
 
     @property
     def max_samples(self) -> int:
         return math.ceil(self.settings.max_audio_duration_s * SAMPLE_RATE)
 
     async def probe(self, fd: int) -> tuple[str, float | None]:
-        """The container format (our name) and its declared duration; 400 for anything unsupported."""
-        code, out, err = await _run(
-            self.settings.ffprobe_binary,
-            "-v", "error",
-            "-show_entries", "format=format_name,duration:stream=codec_type",
-            "-of", "json",
-            f"/dev/fd/{fd}",
-            stdin_fd=fd,
-        )  # fmt: skip
+        """The demuxer ffmpeg must use and the declared duration; 400 for anything unsupported."""
+        try:
+            async with self._slots:
+                code, out, err = await _run(
+                    self.settings.ffprobe_binary,
+                    "-v", "error",
+                    *_CONTAINED,
+                    "-show_entries", "format=format_name,duration:stream=codec_type",
+                    "-of", "json",
+                    f"/dev/fd/{fd}",
+                    stdin_fd=fd,
+                    timeout_s=self.settings.audio_decode_timeout_s,
+                )  # fmt: skip
+        except TimeoutError as exc:
+            raise self._timed_out("probe") from exc
         if code != 0:
             raise self._unreadable(err.decode(errors="replace"))
         info = json.loads(out or b"{}")
@@ -120,7 +151,7 @@ class AudioDecoder:
         if not any(stream.get("codec_type") == "audio" for stream in info.get("streams", [])):
             raise UnsupportedFormat(f"The {known[0]} file has no audio stream.")
         duration = info.get("format", {}).get("duration")
-        return known[0], float(duration) if duration not in (None, "N/A") else None
+        return names[0], float(duration) if duration not in (None, "N/A") else None
 
     @staticmethod
     def _unreadable(stderr: str) -> InvalidRequest:
@@ -150,17 +181,20 @@ class AudioDecoder:
         upload.flush()
         fd = upload.fileno()  # a spooled upload rolls over to a real file here, so ffmpeg can seek in it
         started = asyncio.get_running_loop().time()
-        _, declared = await self.probe(fd)
+        demuxer, declared = await self.probe(fd)
         if declared is not None and declared > self.settings.max_audio_duration_s:
             raise self._too_long(declared)
         audio = DecodedAudio(0, 0.0)
         try:
             if self.settings.audio_through_shared_memory:
                 audio.shared_memory = self.settings.shared_memory_dir / f"passerelle-audio-{uuid.uuid4().hex}"
-                await self._ffmpeg(fd, str(audio.shared_memory))
+                # Created here, readable by this user only (ffmpeg then writes into it, keeping the mode).
+                os.close(os.open(audio.shared_memory, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+                await self._ffmpeg(fd, str(audio.shared_memory), demuxer)
                 audio.samples = audio.shared_memory.stat().st_size // _BYTES_PER_SAMPLE
             else:
-                pcm = await self._ffmpeg(fd, "-", expected_bytes=round((declared or 0) * SAMPLE_RATE) * _BYTES_PER_SAMPLE)
+                expected = min(round((declared or 0) * SAMPLE_RATE) * _BYTES_PER_SAMPLE, _MAX_PREALLOCATION)
+                pcm = await self._ffmpeg(fd, "-", demuxer, expected_bytes=expected)
                 audio.pcm = np.frombuffer(pcm, dtype=np.float32, count=len(pcm) // _BYTES_PER_SAMPLE)
                 audio.samples = audio.pcm.size
             if audio.samples == 0:
@@ -179,8 +213,8 @@ class AudioDecoder:
             handle.write(data)
             handle.flush()
             fd = handle.fileno()
-            await self.probe(fd)
-            pcm = await self._ffmpeg(fd, "-", limit_s=max_seconds + 1)
+            demuxer, _ = await self.probe(fd)
+            pcm = await self._ffmpeg(fd, "-", demuxer, limit_s=max_seconds + 1)
         return np.frombuffer(pcm, dtype=np.float32, count=len(pcm) // _BYTES_PER_SAMPLE).copy()
 
     def _too_long(self, seconds: float) -> PayloadTooLarge:
@@ -190,13 +224,23 @@ class AudioDecoder:
             code="audio_too_long",
         )
 
-    async def _ffmpeg(self, fd: int, output: str, expected_bytes: int = 0, limit_s: float | None = None) -> memoryview:
-        """Decode to `output` (a file) or, for "-", into memory. At most one second over the duration
-        limit is decoded, so that an over-long file without a declared duration is caught cheaply.
-        In memory, a buffer sized from the declared duration takes the PCM without regrowing."""
+    async def _ffmpeg(self, fd: int, output: str, demuxer: str, expected_bytes: int = 0, limit_s: float | None = None) -> memoryview:
+        """Decode to `output` (a file) or, for "-", into memory, with the demuxer the probe found (no
+        second detection). At most one second over the duration limit is decoded, so that an
+        over-long file without a declared duration is caught cheaply. In memory, a buffer sized from
+        the declared duration (up to 16 MiB) takes the PCM, and grows if it must."""
+        try:
+            async with self._slots, asyncio.timeout(self.settings.audio_decode_timeout_s):
+                return await self._decode(fd, output, demuxer, expected_bytes, limit_s)
+        except TimeoutError as exc:
+            raise self._timed_out("decode") from exc
+
+    async def _decode(self, fd: int, output: str, demuxer: str, expected_bytes: int, limit_s: float | None) -> memoryview:
         process = await asyncio.create_subprocess_exec(
             self.settings.ffmpeg_binary,
             "-nostdin", "-hide_banner", "-v", "error",
+            *_CONTAINED,
+            "-f", demuxer,
             "-i", f"/dev/fd/{fd}",
             "-map", "0:a:0", "-ac", "1", "-ar", str(SAMPLE_RATE),
             "-t", str(limit_s if limit_s is not None else self.settings.max_audio_duration_s + 1),

@@ -6,9 +6,11 @@ Uploads spool to temporary files (Starlette); `close_form` deletes them when the
 from __future__ import annotations
 
 import json
+import re
+import types
 from collections.abc import AsyncIterator
 from contextlib import suppress
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Union, get_args, get_origin
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -52,6 +54,29 @@ def _list_items(value: str) -> list[str]:
     return [value]
 
 
+_INTEGER = re.compile(r"-?[0-9]+")
+_DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+
+
+def _scalar_kind(annotation: Any) -> type | None:
+    """bool, int or float when the field holds one (optionally or None), else None."""
+    options = get_args(annotation) if get_origin(annotation) in (Union, types.UnionType) else (annotation,)
+    kinds = [option for option in options if option in (bool, int, float)]
+    return kinds[0] if len(kinds) == 1 else None
+
+
+def _typed(value: str, kind: type | None) -> Any:
+    """Form fields arrive as text: booleans are exactly `true` or `false`, numbers are decimal
+    (what OpenAI's SDK sends). Anything else stays text, and strict validation refuses it."""
+    if kind is bool and value in ("true", "false"):
+        return value == "true"
+    if kind is int and _INTEGER.fullmatch(value):
+        return int(value)
+    if kind is float and _DECIMAL.fullmatch(value):
+        return float(value)
+    return value
+
+
 async def read_form(request: Request, schema: type[Form]) -> tuple[Form, UploadFile]:
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise InvalidRequest("Audio requests must be multipart/form-data, with the audio in the 'file' field.", code="invalid_content_type")
@@ -68,8 +93,9 @@ async def read_form(request: Request, schema: type[Form]) -> tuple[Form, UploadF
         elif len(values) != 1:
             raise InvalidRequest(f"The field '{key}' must be given once, as text.", param=key, code="invalid_value")
         else:
-            fields[name] = values[0]
+            field = schema.model_fields.get(name)
+            fields[name] = _typed(values[0], _scalar_kind(field.annotation) if field else None)
     try:
-        return schema.model_validate(fields), upload
+        return schema.model_validate(fields, strict=True), upload
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from exc

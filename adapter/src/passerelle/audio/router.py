@@ -13,6 +13,8 @@ from passerelle.core.errors import ERROR_RESPONSES
 from passerelle.core.security import require_api_key
 
 router = APIRouter(tags=["audio"], dependencies=[Depends(require_api_key), Depends(close_form)], responses=ERROR_RESPONSES)
+# The routes that take an upload: only these get MAX_AUDIO_UPLOAD_BYTES (others, MAX_REQUEST_BODY_BYTES).
+UPLOAD_PATHS = frozenset({"/v1/audio/transcriptions", "/v1/audio/translations", "/api/audio/transcribe", "/api/diarization/process"})
 
 
 @router.post("/v1/audio/transcriptions", operation_id="create_transcription", openapi_extra=form_schema(TranscriptionForm))

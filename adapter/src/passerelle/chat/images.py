@@ -21,7 +21,7 @@ import warnings
 from urllib.parse import urljoin, urlsplit
 
 import httpx
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from passerelle.core.config import Settings
 from passerelle.core.errors import InvalidRequest, PayloadTooLarge
@@ -72,7 +72,8 @@ class ImageLoader:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                with Image.open(io.BytesIO(data)) as image:
+                # Only the accepted formats' decoders ever see the bytes (Pillow tries no other plugin).
+                with Image.open(io.BytesIO(data), formats=sorted(_FORMATS)) as image:
                     if image.format not in _FORMATS:
                         raise InvalidRequest(
                             f"unsupported image format {image.format}; use one of {sorted(_FORMATS)}", param=param, code="invalid_image"
@@ -87,6 +88,10 @@ class ImageLoader:
                     image.load()
         except InvalidRequest:
             raise
+        except UnidentifiedImageError as exc:
+            raise InvalidRequest(
+                f"image is not in an accepted format ({', '.join(sorted(_FORMATS))}) or is damaged", param=param, code="invalid_image"
+            ) from exc
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise InvalidRequest(f"image is too large to decode: {exc}", param=param, code="image_too_large") from exc
         except (OSError, ValueError, SyntaxError) as exc:

@@ -21,7 +21,8 @@ from passerelle.chat.tools import AssistantToolCall, ChatTool, ToolChoice, ToolP
 from passerelle.core.catalog import ServedModel
 from passerelle.core.errors import InvalidRequest
 
-Strict = ConfigDict(extra="forbid")
+# Requests: unknown fields are refused, and types are strict as OpenAI's are ("stream": "yes" is not true).
+Strict = ConfigDict(extra="forbid", strict=True)
 MAX_STOP_SEQUENCES = 4
 
 

@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     # through (a 44.1 kHz stereo WAV hour is about 635 MB); longer or larger gets 413.
     max_audio_upload_bytes: int = Field(default=1024 * 1024 * 1024, gt=0)
     max_audio_duration_s: float = Field(default=3 * 3600, gt=0)
+    # Each ffprobe or ffmpeg run is killed after this long (a 3 h file decodes in about a minute
+    # here), and at most this many run at once (the others wait their turn).
+    audio_decode_timeout_s: float = Field(default=300.0, gt=0)
+    audio_decode_concurrency: int = Field(default_factory=lambda: max(2, os.cpu_count() or 2), ge=1)
     ffmpeg_binary: str = "ffmpeg"
     ffprobe_binary: str = "ffprobe"
     # How decoded PCM reaches Triton: "shared_memory" (ffmpeg writes it into a POSIX shared-memory

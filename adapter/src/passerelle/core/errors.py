@@ -140,22 +140,47 @@ class TritonFailure(Exception):
 _CONTEXT_ERRORS = re.compile(r"longer than the maximum model length|maximum context length|exceeds the max", re.I)
 
 
+_TRACEBACK = re.compile(r"Traceback \(most recent call last\)|^\s+File \"", re.M)
+_PATH = re.compile(r"(?:/[\w.@+-]+){2,}/([\w.@+-]+)")
+_ADDRESS = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b|\[[0-9a-f:]+\](?::\d+)?|\b(?:ipv4|ipv6|unix):\S+", re.I)
+
+
+def in_words(message: str, limit: int = 400) -> str:
+    """What a client may read of an engine's refusal: its first line, before any traceback, with
+    file paths cut to their names and network addresses removed; the whole goes to the log."""
+    head = _TRACEBACK.split(message, maxsplit=1)[0]
+    line = next((line.strip() for line in head.splitlines() if line.strip()), "")
+    if not line:  # all traceback: its last line names the exception
+        line = next((line.strip() for line in reversed(message.splitlines()) if line.strip() and not line[0].isspace()), "")
+    line = _ADDRESS.sub("(address)", _PATH.sub(r"\1", line))
+    return line[:limit].rstrip() + ("…" if len(line) > limit else "")
+
+
+def _request_id() -> str:
+    from passerelle.core.middleware import request_id_var  # the middleware imports this module
+
+    return request_id_var.get()
+
+
 def from_triton(failure: TritonFailure, model: str, *, retry_after_s: int, how_to_load: str) -> APIError:
-    """The API error for a Triton failure while serving `model`: the same code on every route."""
+    """The API error for a Triton failure while serving `model`: the same code on every route.
+    Clients read it in words; Triton's own text (addresses, tracebacks) goes to the log only."""
     if failure.kind is FailureKind.SERVER_UNAVAILABLE:
-        return Unavailable(
-            f"Triton Inference Server is unavailable: {failure.message}", retry_after_s=retry_after_s, code="triton_unavailable"
-        )
+        log.warning("Triton unavailable while serving %s: %s", model, failure.message)
+        return Unavailable("Triton Inference Server is unavailable; retry later.", retry_after_s=retry_after_s, code="triton_unavailable")
     if failure.kind is FailureKind.MODEL_NOT_READY:
         return Unavailable(f"Model '{model}' is not available. {how_to_load}", retry_after_s=retry_after_s)
     context = _CONTEXT_ERRORS.search(failure.message)
     if failure.kind is FailureKind.BAD_REQUEST or context:
+        log.info("model %s refused the request: %s", model, failure.message)
         return InvalidRequest(
-            f"The model refused the request: {failure.message}", code="context_length_exceeded" if context else "invalid_value"
+            f"The model refused the request: {in_words(failure.message)}", code="context_length_exceeded" if context else "invalid_value"
         )
     log.error("model %s failed: %s", model, failure.message)
     return Unavailable(
-        f"Model '{model}' failed while serving the request: {failure.message}", retry_after_s=retry_after_s, code="model_error"
+        f"Model '{model}' failed while serving the request. Quote request id {_request_id()} when reporting it.",
+        retry_after_s=retry_after_s,
+        code="model_error",
     )
 
 

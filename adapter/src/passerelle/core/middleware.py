@@ -63,15 +63,17 @@ class BodyLimitMiddleware:
     chunked body is read up to the limit before the app sees it, then replayed, so the app never
     parses a truncated body. Multipart uploads (`upload_limit`, plus room for the form's other
     fields) can be large: they stream through to the form parser, which spools them to disk, and
-    the count stops them with 413 as soon as they pass the limit.
+    the count stops them with 413 as soon as they pass the limit. Only the upload routes
+    (`upload_paths`) get the upload limit; the route decides, not the client's Content-Type.
     """
 
     FORM_OVERHEAD = 64 * 1024
 
-    def __init__(self, app: ASGIApp, limit: int, upload_limit: int | None = None) -> None:
+    def __init__(self, app: ASGIApp, limit: int, upload_limit: int | None = None, upload_paths: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.limit = limit
         self.upload_limit = upload_limit if upload_limit is not None else limit
+        self.upload_paths = upload_paths
 
     def _refusal(self, limit: int) -> bytes:
         error = PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.", code="request_too_large")
@@ -86,7 +88,7 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        multipart = headers.get(b"content-type", b"").startswith(b"multipart/form-data")
+        multipart = scope["path"] in self.upload_paths and headers.get(b"content-type", b"").startswith(b"multipart/form-data")
         limit = self.upload_limit + self.FORM_OVERHEAD if multipart else self.limit
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:

@@ -176,12 +176,22 @@ class Metrics:
             in_flight.dec()
 
 
-class MetricsMiddleware:
-    """Counts and times every HTTP request by its route template and the model it named."""
+def route_prefix(path: str) -> str:
+    """A path's first two segments ("/v1/chat"): the label of the in-flight gauge."""
+    return "/".join(path.split("/")[:3]) or "/"
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request by its route template and the model it named.
+
+    The in-flight gauge is labelled before routing (so it counts requests still being read), with
+    the path's first two segments when they are those of a route of the app, else "other": a
+    client sending random paths cannot create new series."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, prefixes: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.metrics = metrics
+        self.prefixes = prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] == "/metrics":
@@ -190,7 +200,8 @@ class MetricsMiddleware:
         started = time.perf_counter()
         status = 500
         path = scope["path"]
-        gauge = self.metrics.in_flight.labels(route="/".join(path.split("/")[:3]) or "/")
+        prefix = route_prefix(path)
+        gauge = self.metrics.in_flight.labels(route=prefix if prefix in self.prefixes else "other")
         gauge.inc()
 
         async def capture(message: Message) -> None:

@@ -54,8 +54,16 @@ class APIKeyCheck:
             raise Unauthorized("Incorrect API key provided.", code="invalid_api_key")
 
 
+_FORWARDING_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip", "x-forwarded-host")
+
+
 class AdminCheck:
-    """ADMIN_API_KEY (Bearer or X-Admin-Key) when set; otherwise loopback clients only."""
+    """ADMIN_API_KEY (Bearer or X-Admin-Key) when set; otherwise loopback clients only.
+
+    "Loopback" is the peer address, which a reverse proxy on the same host shares with everyone it
+    forwards (and which uvicorn rewrites from X-Forwarded-For when FORWARDED_ALLOW_IPS trusts the
+    peer, so `*` would let any client claim 127.0.0.1). Without a key, a request that carries any
+    forwarding header is therefore not a local client, whatever its address."""
 
     def __init__(self, key: str | None) -> None:
         self._digests = [_digest(key)] if key else []
@@ -75,6 +83,12 @@ class AdminCheck:
             loopback = ipaddress.ip_address(host).is_loopback
         except ValueError:
             loopback = False
+        if loopback and any(name in request.headers for name in _FORWARDING_HEADERS):
+            raise Forbidden(
+                "The admin API without ADMIN_API_KEY answers local clients only, and this request came through a proxy "
+                "(it has forwarding headers). Set ADMIN_API_KEY to use the admin API through a proxy.",
+                code="admin_loopback_only",
+            )
         if not loopback:
             raise Forbidden("The admin API answers loopback clients only while ADMIN_API_KEY is unset.", code="admin_loopback_only")
 
@@ -94,7 +108,7 @@ async def require_admin(request: Request) -> None:
 
 # Paths a browser policy never applies to: probes, scrapes and the APIs that programs call, which
 # arrive with whatever Host their network gives them (a pod's IP, a service name).
-_API_PREFIXES = ("/v1/", "/v1", "/health", "/metrics", "/api/", "/docs", "/redoc", "/openapi.json")
+API_PREFIXES = ("/v1/", "/v1", "/health", "/metrics", "/api/", "/docs", "/redoc", "/openapi.json")
 _SIMPLE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # A header that no cross-site "simple request" can carry: sending it needs a CORS preflight.
 _NON_SIMPLE_HEADERS = (b"x-requested-with", b"x-admin-key", b"authorization")
@@ -127,7 +141,7 @@ class BrowserPolicyMiddleware:
     def _guarded(self, path: str) -> bool:
         if path == "/api/admin" or path.startswith("/api/admin/"):
             return True
-        if self.dashboard_prefix is None or path.startswith(_API_PREFIXES):
+        if self.dashboard_prefix is None or path.startswith(API_PREFIXES):
             return False
         return path == self.dashboard_prefix or path.startswith(self.dashboard_prefix + "/")
 
@@ -163,3 +177,35 @@ class BrowserPolicyMiddleware:
             "cannot send those without the browser asking this gateway first.",
             code="cross_site_request_refused",
         )
+
+
+class AuthenticationMiddleware:
+    """Checks the API key (or the admin key) from the headers before anything reads the body: an
+    unauthenticated client cannot make the adapter buffer or parse a request. The routes keep their
+    own dependency as well (they are also the OpenAPI's security declaration)."""
+
+    def __init__(self, app: ASGIApp, api_keys: APIKeyCheck, admin: AdminCheck) -> None:
+        self.app = app
+        self.api_keys = api_keys
+        self.admin = admin
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] == "OPTIONS":  # CORS preflights carry no credentials
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        check: APIKeyCheck | AdminCheck | None = None
+        if path == "/api/admin" or path.startswith("/api/admin/"):
+            check = self.admin
+        elif path.startswith(("/v1/", "/api/")):
+            check = self.api_keys
+        if check is not None:
+            try:
+                check(Request(scope))
+            except APIError as refusal:
+                body = refusal.response().model_dump_json().encode()
+                headers = [(b"content-type", b"application/json"), *((k.encode(), v.encode()) for k, v in refusal.headers.items())]
+                await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)

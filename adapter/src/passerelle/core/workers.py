@@ -11,16 +11,56 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import re
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
 
 P = ParamSpec("P")
 T = TypeVar("T")
 OFF_LOOP_JSON_BYTES = 256 * 1024  # below this, parsing takes less than the hop to a thread costs
+
+
+# A \uD800-\uDFFF escape: JSON allows it, but alone (not as half of a pair) it is not Unicode text,
+# and tokenizers, templates and UTF-8 encoders fail on it.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+class InvalidText(HTTPException):
+    code = "invalid_unicode"
+
+
+def _strings(value: Any) -> Any:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def parse_json(body: bytes) -> Any:
+    """json.loads, refusing strings that hold a lone UTF-16 surrogate (only checked when the body
+    has a surrogate escape at all: valid pairs, as in an escaped emoji, pass)."""
+    value = json.loads(body)
+    if _SURROGATE_ESCAPE.search(body):
+        for text in _strings(value):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as error:
+                raise InvalidText(
+                    400,
+                    f"The request body holds a string with a lone UTF-16 surrogate escape ({text[error.start]!r}): "
+                    "text must be valid Unicode.",
+                ) from error
+    return value
 
 
 class PreparePool:
@@ -43,9 +83,9 @@ class OffLoopJSONRequest(Request):
             body = await self.body()
             pool: PreparePool | None = getattr(self.app.state, "prepare_pool", None)
             if pool is not None and len(body) >= OFF_LOOP_JSON_BYTES:
-                self._json = await pool.run(json.loads, body)
+                self._json = await pool.run(parse_json, body)
             else:
-                self._json = json.loads(body)
+                self._json = parse_json(body)
         return self._json
 
 

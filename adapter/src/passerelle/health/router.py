@@ -7,7 +7,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from passerelle.core.config import Settings
 from passerelle.core.observability import Metrics
 from passerelle.triton.client import TritonClient
 
@@ -18,13 +17,13 @@ router = APIRouter(tags=["health"])
 async def health(request: Request) -> JSONResponse:
     """Adapter liveness (it answers) and Triton readiness; 503 while Triton is not ready."""
     triton: TritonClient = request.app.state.triton
-    settings: Settings = request.app.state.settings
     live = await triton.server_live()
     ready = live and await triton.server_ready()
     body = {
         "status": "ok" if ready else "degraded",
         "adapter": {"live": True},
-        "triton": {"url": settings.triton_grpc_url, "live": live, "ready": ready},
+        # No address: /health answers anyone (probes), and Triton's address is the admin status's.
+        "triton": {"live": live, "ready": ready},
     }
     return JSONResponse(body, status_code=200 if ready else 503, headers={} if ready else {"Retry-After": "5"})
 

@@ -21,7 +21,8 @@ from passerelle.chat.protocol import ChatCompletionRequest
 from passerelle.chat.structured import JSONSchemaFormat, StructuredOutputs
 from passerelle.core.errors import InvalidRequest
 
-Strict = ConfigDict(extra="forbid")
+# Requests: unknown fields are refused, and types are strict as OpenAI's are ("stream": "yes" is not true).
+Strict = ConfigDict(extra="forbid", strict=True)
 
 
 class InputText(BaseModel):

@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -69,6 +70,7 @@ log = logging.getLogger("passerelle.downloads")
 
 MAX_PARALLEL_FILES = 8
 CLOSE_TIMEOUT_S = 30.0
+_BLOB_NAME = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 PUBLISH_INTERVAL_S = 0.5  # how often a running job shares its progress with the other worker processes
 
 
@@ -266,8 +268,9 @@ class DownloadManager:
         check()
         url = hf_hub_url(job.repo_id, entry.path, revision=commit)
         meta = get_hf_file_metadata(url, token=auth)
-        if not meta.etag:
-            raise TransferFailure(f"the Hub sent no ETag for {entry.path}: is HF_ENDPOINT a Hugging Face Hub?")
+        if not meta.etag or not _BLOB_NAME.fullmatch(meta.etag):
+            # The ETag names a file in the cache: only a hex digest (a git SHA-1 or a SHA-256) may.
+            raise TransferFailure(f"the Hub sent no usable ETag for {entry.path}: is HF_ENDPOINT a Hugging Face Hub?")
         size = meta.size if meta.size is not None else entry.size
         blob = storage / "blobs" / meta.etag
         lock_path = self.hub_cache / ".locks" / storage.name / f"{meta.etag}.lock"
