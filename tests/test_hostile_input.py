@@ -168,9 +168,11 @@ def test_random_paths_create_no_metric_series(http: httpx.Client, adapter_url: s
     for index in range(40):
         http.get(f"/zz{marker}{index}/path")
         http.post(f"/v1zz{marker}{index}/x", json={})
+    http.get("/v1/models").raise_for_status()
     text = httpx.get(f"{adapter_url}/metrics", timeout=30).text
     assert marker not in text
     assert metric_value(text, "passerelle_requests_in_flight", route="other") == 0
+    assert 'passerelle_requests_in_flight{route="/v1/models"}' in text  # the app's own routes keep their label
 
 
 def test_unknown_api_paths_get_404_in_the_error_shape(http: httpx.Client) -> None:

@@ -161,6 +161,9 @@ class DashboardFiles(StaticFiles):
         await super().__call__(scope, receive, with_headers)
 
 
+CAPABILITIES = (health, models, chat, responses, completions, audio, admin)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.log_level)
@@ -171,7 +174,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.api_keys = APIKeyCheck([key.get_secret_value() for key in settings.openai_api_keys])
     app.state.admin_check = AdminCheck(settings.admin_api_key.get_secret_value() if settings.admin_api_key else None)
     install_error_handlers(app)
-    for module in (health, models, chat, responses, completions, audio, admin):
+    for module in CAPABILITIES:
         app.include_router(module.router)
     if settings.cors_origins:
         app.add_middleware(
@@ -188,7 +191,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BrowserPolicyMiddleware, hosts=settings.browser_hosts, dashboard_prefix=guarded_dashboard)
     # Credentials first: a request without them gets 401 before anything reads its body.
     app.add_middleware(AuthenticationMiddleware, api_keys=app.state.api_keys, admin=app.state.admin_check)
-    prefixes = frozenset(route_prefix(path) for route in app.routes if isinstance(path := getattr(route, "path", None), str))
+    routes = [*app.routes, *(route for module in CAPABILITIES for route in module.router.routes)]
+    prefixes = frozenset(route_prefix(path) for route in routes if isinstance(path := getattr(route, "path", None), str))
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics, prefixes=prefixes)
     app.add_middleware(RequestIdMiddleware)
     if dashboard:
