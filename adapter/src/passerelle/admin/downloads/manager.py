@@ -95,6 +95,10 @@ class DownloadManager:
         self.close_timeout_s = CLOSE_TIMEOUT_S
         self._jobs: dict[str, DownloadJob] = {}
         self._runs: dict[str, _Run] = {}
+        # Shared records are written by the progress publisher (in a thread) and when a job ends:
+        # one at a time, each with the job's state at the moment it writes, so a publish that was
+        # still running when the job ended cannot leave "running" behind (others would report it failed).
+        self._sharing = threading.Lock()
         self._closed = False
 
     # Public API.
@@ -127,9 +131,13 @@ class DownloadManager:
         task.add_done_callback(lambda _: self._finished(key))
         return job
 
+    def _share(self, job: DownloadJob) -> None:
+        with self._sharing:
+            self.shared.write("downloads", job.key, job.snapshot())
+
     def _finished(self, key: str) -> None:
         run = self._runs[key]
-        self.shared.write("downloads", key, run.job.snapshot())
+        self._share(run.job)
         run.lock.release()
 
     async def wait(self, key: str) -> DownloadJob:
@@ -161,7 +169,7 @@ class DownloadManager:
         """Share the progress of a running job with the other worker processes."""
         while True:
             await asyncio.sleep(PUBLISH_INTERVAL_S)
-            await asyncio.to_thread(self.shared.write, "downloads", job.key, job.snapshot())
+            await asyncio.to_thread(self._share, job)
 
     async def close(self) -> None:
         """Stop running downloads (their partial files stay, so a later start resumes them)."""
