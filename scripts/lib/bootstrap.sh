@@ -26,7 +26,7 @@ SYSTEM_PACKAGES=(python3.11 python3.11-venv libpython3.11 ca-certificates ffmpeg
 
 missing=()
 for package in "${SYSTEM_PACKAGES[@]}" ${EXTRA_SYSTEM_PACKAGES:-}; do
-  dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+  [ "$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null)" = "install ok installed" ] || missing+=("$package")
 done
 if ((${#missing[@]})); then
   echo "installing system packages: ${missing[*]}"
