@@ -23,7 +23,8 @@ import openai
 import pytest
 import tritonclient.grpc as grpcclient
 
-from passerelle_stack.launcher import Stack, StackConfig
+from hub_server import HubServer
+from passerelle_stack.launcher import Stack, StackConfig, free_port
 from speech import SpeechSet, build
 
 if TYPE_CHECKING:
@@ -316,3 +317,19 @@ def infer(triton: grpcclient.InferenceServerClient, model: str, inputs: dict[str
         tensor.set_data_from_numpy(array)
         tensors.append(tensor)
     return triton.infer(model, tensors, client_timeout=600)
+
+
+def start_hub_adapter(stack: Stack, hub: HubServer, cache: Path, name: str, status_interval_s: float = 0.5) -> str:
+    """An adapter of its own that downloads from the tests' local Hub into `cache`, with the admin key.
+    huggingface_hub reads HF_ENDPOINT and HF_HUB_OFFLINE at import: the rest of the session stays offline."""
+    return stack.start_adapter(
+        name=name,
+        port=free_port(),
+        env={
+            "HF_ENDPOINT": hub.url,
+            "HF_HUB_OFFLINE": "0",
+            "MODEL_CACHE_DIR": str(cache),
+            "ADMIN_API_KEY": ADMIN_KEY,
+            "STATUS_INTERVAL_S": str(status_interval_s),
+        },
+    )

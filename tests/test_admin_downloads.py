@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ADMIN_KEY
+from conftest import ADMIN_KEY, start_hub_adapter
 from hub_server import BIG_FILE, BIG_SIZE, PUBLIC_REPO, RIGHT_TOKEN, HubServer
-from passerelle_stack.launcher import Stack, free_port
+from passerelle_stack.launcher import Stack
 
 
 @pytest.fixture(scope="module")
@@ -25,27 +25,13 @@ def hub() -> Iterator[HubServer]:
         yield server
 
 
-def start_adapter(stack: Stack, hub: HubServer, cache: Path, name: str) -> str:
-    return stack.start_adapter(
-        name=name,
-        port=free_port(),
-        env={
-            "HF_ENDPOINT": hub.url,
-            "HF_HUB_OFFLINE": "0",
-            "MODEL_CACHE_DIR": str(cache),
-            "ADMIN_API_KEY": ADMIN_KEY,
-            "STATUS_INTERVAL_S": "0.5",
-        },
-    )
-
-
 def test_stored_token_is_restored_at_start_and_used_for_gated_downloads(stack: Stack, hub: HubServer, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     cache.mkdir()
     token_file = cache / ".hf_token"
     token_file.write_text(RIGHT_TOKEN)
     os.chmod(token_file, 0o600)
-    url = start_adapter(stack, hub, cache, "adapter-hub-token")
+    url = start_hub_adapter(stack, hub, cache, "adapter-hub-token")
     try:
         with httpx.Client(base_url=f"{url}/api/admin", headers={"X-Admin-Key": ADMIN_KEY}, timeout=120) as admin:
             response = admin.post("/models/hub_gated/download", params={"wait": "true"})
@@ -61,7 +47,7 @@ def test_stored_token_is_restored_at_start_and_used_for_gated_downloads(stack: S
 
 def test_downloads_report_progress_join_and_explain_missing_tokens(stack: Stack, hub: HubServer, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    url = start_adapter(stack, hub, cache, "adapter-hub-anonymous")
+    url = start_hub_adapter(stack, hub, cache, "adapter-hub-anonymous")
     try:
         with httpx.Client(base_url=f"{url}/api/admin", headers={"X-Admin-Key": ADMIN_KEY}, timeout=120) as admin:
             first = admin.post("/models/hub_public/download")

@@ -22,9 +22,9 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 
-from conftest import ADMIN_KEY, API_KEYS, generation_settle
+from conftest import ADMIN_KEY, API_KEYS, generation_settle, start_hub_adapter
 from hub_server import HubServer
-from passerelle_stack.launcher import Stack, free_port
+from passerelle_stack.launcher import Stack
 from speech import SpeechSet
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,17 +64,7 @@ def hub() -> Iterator[HubServer]:
 @pytest.fixture(scope="module")
 def dashboard_url(stack: Stack, hub: HubServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     cache = tmp_path_factory.mktemp("dashboard-cache")
-    url = stack.start_adapter(
-        name="adapter-dashboard",
-        port=free_port(),
-        env={
-            "HF_ENDPOINT": hub.url,
-            "HF_HUB_OFFLINE": "0",
-            "MODEL_CACHE_DIR": str(cache),
-            "ADMIN_API_KEY": ADMIN_KEY,
-            "STATUS_INTERVAL_S": "1",
-        },
-    )
+    url = start_hub_adapter(stack, hub, cache, "adapter-dashboard", status_interval_s=1)
     yield url
     stack.stop(names=["adapter-dashboard"])
 
