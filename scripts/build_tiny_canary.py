@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build a tiny Canary model (.nemo) of the production class for offline tests.
 
-    python scripts/build_tiny_canary.py --out DIR [--random-decoder]
+    python scripts/build_tiny_canary.py --out DIR [--random-decoder] [--shape tiny|production]
 
 DIR receives ``canary-tiny.nemo`` (about 3 MB): a NeMo ``EncDecMultiTaskModel``
 (the class of nvidia/canary-1b-v2) with ``prompt_format: canary2``, restored in
@@ -43,6 +43,15 @@ for en, "Hallo Welt, das ist ein Test." for de (so translation is visible), and
 so on; with ``pnc=no`` the same sentence lowercase without punctuation.  Word
 times come from the random aligner, so they are valid but meaningless.
 ``--random-decoder`` skips the fitting.
+
+``--shape production`` builds, instead, a model of canary-1b-v2's dimensions with random weights (for
+``scripts/gpu_check``, which measures speed and memory, not words): a 32-layer FastConformer (d_model
+1024, 8 heads, subsampling channels 256, no x-scaling), an 8-layer decoder (hidden 1024, inner 4096,
+8 heads, 1024 positions) and a 16384-piece tokenizer (the same special tokens, then BPE pieces trained
+on the built-in corpus plus generated pseudo-words), about 1 G parameters, 4 GB in float32, written as
+``PRODUCTION_NEMO_NAME``.  Its decoder is never fitted (``--random-decoder`` is implied) and the
+timestamp aligner stays the tiny one.  The default, ``--shape tiny``, is the model described above,
+byte for byte.
 
 The fit is checked, not trusted: float results differ between CPUs (SIMD width,
 oneDNN and MKL kernels, thread counts), and a fit that only just passes on one
@@ -92,6 +101,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +116,7 @@ from tiny_build_report import CheckFailed, build_report
 
 SEED = 1234
 NEMO_NAME = "canary-tiny.nemo"
+PRODUCTION_NEMO_NAME = "canary-1b-v2-shaped-random.nemo"
 SAMPLE_RATE = 16000
 N_MELS = 128
 VOCAB_SIZE = 256
@@ -121,6 +132,32 @@ MAX_FIT_STEPS = 2000
 LR_DECAY_PER_ROUND = 0.9
 # Checked through NeMo's own transcribe path as well: every (source, target, pnc) that the tests ask for.
 CHECKED_TASKS = [("en", "en", "yes"), ("de", "en", "yes"), ("en", "fr", "yes"), ("en", "en", "no"), ("fr", "de", "no")]
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The dimensions that differ between the tiny model and canary-1b-v2's."""
+
+    encoder_layers: int
+    d_model: int
+    encoder_heads: int
+    subsampling_channels: int
+    xscaling: bool
+    decoder_layers: int
+    decoder_hidden: int
+    decoder_heads: int
+    max_sequence_length: int
+    vocab_size: int
+    nemo_name: str
+
+
+SHAPES = {
+    "tiny": Shape(2, 64, 4, 64, True, 2, 64, 4, 512, VOCAB_SIZE, NEMO_NAME),
+    # canary-1b-v2: FastConformer 32 x 1024 (8 heads, x8 dw_striding with 256 channels), decoder 8 x 1024, vocab 16384.
+    "production": Shape(32, 1024, 8, 256, False, 8, 1024, 8, 1024, 16384, PRODUCTION_NEMO_NAME),
+}
+# Pseudo-words appended to the corpus for the production tokenizer: BPE needs enough distinct text to learn its pieces.
+PRODUCTION_CORPUS_LINES = 60000
 
 LANGUAGES = [
     "en", "de", "fr", "es", "it", "pt", "nl", "pl", "ru", "uk", "bg", "cs", "da",
@@ -216,15 +253,23 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _train_tokenizer(work_dir: Path, name: str, vocab_size: int, user_symbols: list[str] | None) -> Path:
-    """Train a BPE model on the corpus into work_dir/name; returns that directory (tokenizer.model, vocab.txt, ...)."""
+def _pseudo_words(lines: int) -> str:
+    """Seeded lines of random Latin-script pseudo-words: enough distinct text for a 16384-piece BPE."""
+    rng = random.Random(SEED)
+    letters = "abcdefghijklmnopqrstuvwxyzäöüéèàçñ"
+    words = (" ".join("".join(rng.choice(letters) for _ in range(rng.randint(2, 9))) for _ in range(12)) for _ in range(lines))
+    return "\n".join(words) + "\n"
+
+
+def _train_tokenizer(work_dir: Path, name: str, vocab_size: int, user_symbols: list[str] | None, extra_text: str = "") -> Path:
+    """Train a BPE model on the corpus (and ``extra_text``) into work_dir/name; returns that directory (tokenizer.model, ...)."""
     import sentencepiece
     from nemo.collections.common.tokenizers.sentencepiece_tokenizer import create_spt_model
 
     sentencepiece.set_random_generator_seed(SEED)
     sentencepiece.set_min_log_level(2)
     corpus = work_dir / "corpus.txt"
-    corpus.write_text(_corpus(), encoding="utf-8")
+    corpus.write_text(_corpus() + extra_text, encoding="utf-8")
     # The model proto records the training paths: relative ones keep it identical across builds.
     with contextlib.chdir(work_dir):
         create_spt_model(
@@ -271,7 +316,9 @@ def _preprocessor_cfg() -> dict[str, Any]:
     }
 
 
-def _fastconformer_cfg(n_layers: int, d_model: int, subsampling_factor: int) -> dict[str, Any]:
+def _fastconformer_cfg(
+    n_layers: int, d_model: int, subsampling_factor: int, n_heads: int = 4, subsampling_channels: int | None = None, xscaling: bool = True
+) -> dict[str, Any]:
     return {
         "_target_": "nemo.collections.asr.modules.ConformerEncoder",
         "feat_in": N_MELS,
@@ -280,13 +327,13 @@ def _fastconformer_cfg(n_layers: int, d_model: int, subsampling_factor: int) -> 
         "d_model": d_model,
         "subsampling": "dw_striding",
         "subsampling_factor": subsampling_factor,
-        "subsampling_conv_channels": d_model,
+        "subsampling_conv_channels": subsampling_channels or d_model,
         "causal_downsampling": False,
         "ff_expansion_factor": 4,
         "self_attention_model": "rel_pos",
-        "n_heads": 4,
+        "n_heads": n_heads,
         "att_context_size": [-1, -1],
-        "xscaling": True,
+        "xscaling": xscaling,
         "untie_biases": True,
         "pos_emb_max_len": 5000,
         "conv_kernel_size": 9,
@@ -325,8 +372,8 @@ def _aligner_cfg(tokenizer_dir: Path) -> dict[str, Any]:
     }
 
 
-def _canary_cfg(tokenizer_dir: Path) -> dict[str, Any]:
-    hidden = 64
+def _canary_cfg(tokenizer_dir: Path, shape: Shape = SHAPES["tiny"]) -> dict[str, Any]:
+    hidden = shape.decoder_hidden
     return {
         "sample_rate": SAMPLE_RATE,
         "prompt_format": "canary2",
@@ -350,9 +397,16 @@ def _canary_cfg(tokenizer_dir: Path) -> dict[str, Any]:
             **_tokenizer_cfg(tokenizer_dir),
             "custom_tokenizer": {"_target_": "nemo.collections.common.tokenizers.canary_tokenizer.CanaryBPETokenizer"},
         },
-        "model_defaults": {"asr_enc_hidden": hidden, "lm_enc_hidden": hidden, "lm_dec_hidden": hidden},
+        "model_defaults": {"asr_enc_hidden": shape.d_model, "lm_enc_hidden": hidden, "lm_dec_hidden": hidden},
         "preprocessor": _preprocessor_cfg(),
-        "encoder": _fastconformer_cfg(n_layers=2, d_model=hidden, subsampling_factor=8),
+        "encoder": _fastconformer_cfg(
+            n_layers=shape.encoder_layers,
+            d_model=shape.d_model,
+            subsampling_factor=8,
+            n_heads=shape.encoder_heads,
+            subsampling_channels=shape.subsampling_channels,
+            xscaling=shape.xscaling,
+        ),
         "transf_decoder": {
             "_target_": "nemo.collections.asr.modules.transformer.get_nemo_transformer",
             "model_name": None,
@@ -360,14 +414,14 @@ def _canary_cfg(tokenizer_dir: Path) -> dict[str, Any]:
             "encoder": None,
             "pre_ln_final_layer_norm": True,
             "config_dict": {
-                "max_sequence_length": 512,
+                "max_sequence_length": shape.max_sequence_length,
                 "num_token_types": 0,
                 "embedding_dropout": 0.0,
                 "learn_positional_encodings": False,
                 "hidden_size": hidden,
                 "inner_size": 4 * hidden,
-                "num_layers": 2,
-                "num_attention_heads": 4,
+                "num_layers": shape.decoder_layers,
+                "num_attention_heads": shape.decoder_heads,
                 "ffn_dropout": 0.0,
                 "attn_score_dropout": 0.0,
                 "attn_layer_dropout": 0.0,
@@ -628,7 +682,7 @@ def _pack(folder: Path, nemo_path: Path) -> None:
     tmp.replace(nemo_path)
 
 
-def build(out_dir: Path, fit: bool = True) -> dict[str, Any]:
+def build(out_dir: Path, fit: bool = True, shape: Shape = SHAPES["tiny"]) -> dict[str, Any]:
     """Write the .nemo into out_dir; returns the fit's figures (empty without fitting)."""
     from nemo.collections.asr.models import EncDecCTCModelBPE, EncDecMultiTaskModel
     from nemo.utils import logging as nemo_logging
@@ -638,11 +692,12 @@ def build(out_dir: Path, fit: bool = True) -> dict[str, Any]:
     # The decoder's _target_ is a factory function, as in Canary's own configs: hydra logs an error, NeMo falls back.
     logging.getLogger("hydra.utils").addFilter(lambda record: not record.getMessage().startswith("Error getting class at"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    nemo_path = out_dir / NEMO_NAME
+    nemo_path = out_dir / shape.nemo_name
 
     with tempfile.TemporaryDirectory(prefix="tiny-canary-") as tmp_name:
         tmp = Path(tmp_name)
-        canary_tok = _train_tokenizer(tmp, "canary_tokenizer", VOCAB_SIZE, SPECIAL_TOKENS)
+        extra_text = _pseudo_words(PRODUCTION_CORPUS_LINES) if shape.vocab_size > VOCAB_SIZE else ""
+        canary_tok = _train_tokenizer(tmp, "canary_tokenizer", shape.vocab_size, SPECIAL_TOKENS, extra_text)
         _check_special_ids(canary_tok / "tokenizer.model")
         aligner_tok = _train_tokenizer(tmp, "aligner_tokenizer", ALIGNER_VOCAB_SIZE, None)
 
@@ -653,7 +708,7 @@ def build(out_dir: Path, fit: bool = True) -> dict[str, Any]:
         _save_unpacked(aligner, aligner_dir)
 
         _seed_everything(SEED + 1)
-        model = EncDecMultiTaskModel(cfg=OmegaConf.create(_canary_cfg(canary_tok)))
+        model = EncDecMultiTaskModel(cfg=OmegaConf.create(_canary_cfg(canary_tok, shape)))
         figures: dict[str, Any] = {}
         if fit:
             figures = fit_decoder(model)
@@ -679,9 +734,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path, help="output directory; receives " + NEMO_NAME)
     parser.add_argument("--random-decoder", action="store_true", help="skip fitting the decoder (it then repeats one token)")
+    parser.add_argument(
+        "--shape", choices=sorted(SHAPES), default="tiny", help="tiny (default) or production: canary-1b-v2's dimensions, random weights"
+    )
     args = parser.parse_args(argv)
+    shape = SHAPES[args.shape]
     with build_report(args.out, "canary") as report:
-        report.update(build(args.out, fit=not args.random_decoder))
+        if args.shape != "tiny":  # the tiny build's report stays as it was
+            report["shape"] = args.shape
+        report.update(build(args.out, fit=not args.random_decoder and args.shape == "tiny", shape=shape))
     return 0
 
 

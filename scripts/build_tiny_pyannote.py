@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build a tiny pyannote speaker-diarization bundle for offline tests.
 
-    python scripts/build_tiny_pyannote.py --out DIR
+    python scripts/build_tiny_pyannote.py --out DIR [--shape tiny|production --random-weights]
 
 DIR receives the Hugging Face layout of ``pyannote/speaker-diarization-community-1``, loadable by
 pyannote.audio 4 with ``Pipeline.from_pretrained(DIR)`` (or passerelle's ``DiarizationEngine``)
@@ -64,6 +64,13 @@ CPU code paths move them by far less than those margins.  The random PLDA and co
 threshold are kept: with the fitted embedding the clustering finds the tests' two voices without being
 told the number of speakers.  The fit takes about 15 s on one core (nearly all of it espeak-ng).
 
+Production shape.  ``--shape production --random-weights`` writes the same layout with the real
+architecture of community-1's models and seeded random weights, nothing planted, fitted or checked (for
+``scripts/gpu_check``, which measures speed and memory, not speakers): segmentation-3.0's PyanNet (SincNet,
+4 x BiLSTM(128), 2 x Linear(128), the same powerset head) and WeSpeaker ResNet34 on 80 mel bins, as
+``pyannote/wespeaker-voxceleb-resnet34-LM``.  ``--random-weights`` alone gives the tiny shapes unplanted
+and unfitted, in seconds.  Without either option the build is the tiny bundle described here, byte for byte.
+
 Size: 23 MB (nearly all of it the ResNet34, whose width is fixed; 8 mel bins halve its compute
 compared with 16); the build takes about 30 s after pyannote's import (about 10 s), the fit and the
 checks' speech synthesis nearly all of it. Set
@@ -115,6 +122,10 @@ SPEECH_HEAD = (40.0, 0.05)  # (gain, threshold) on the summed forward + backward
 VOICE_HEAD = (3.0, 0.2)
 LSTM_HIDDEN = 16
 LINEAR_HIDDEN = 16
+# segmentation-3.0's PyanNet and the WeSpeaker ResNet34 of community-1, for --shape production.
+PRODUCTION_LSTM = {"hidden_size": 128, "num_layers": 4, "bidirectional": True, "monolithic": True, "dropout": 0.5}
+PRODUCTION_LINEAR = {"hidden_size": 128, "num_layers": 2}
+PRODUCTION_MEL_BINS = 80
 POWERSET_CLASS = {"speaker#1": 1, "speaker#2": 2}
 
 # The build's check (check_segmentation): speech it was not tuned on, and the share of frames that must be
@@ -294,12 +305,13 @@ def plant_detector(model: PyanNet) -> None:
         classifier.weight[2, 0], classifier.weight[2, 1], classifier.bias[2] = speech_gain, voice_gain, -voice_bias - speech_bias
 
 
-def build_segmentation() -> PyanNet:
+def build_segmentation(production: bool = False, planted: bool = True) -> PyanNet:
     torch.manual_seed(SEED)
+    tiny_lstm = {"hidden_size": LSTM_HIDDEN, "num_layers": 1, "bidirectional": True, "monolithic": True, "dropout": 0.0}
     model = PyanNet(
         sincnet={"stride": 10},
-        lstm={"hidden_size": LSTM_HIDDEN, "num_layers": 1, "bidirectional": True, "monolithic": True, "dropout": 0.0},
-        linear={"hidden_size": LINEAR_HIDDEN, "num_layers": 1},
+        lstm=PRODUCTION_LSTM if production else tiny_lstm,
+        linear=PRODUCTION_LINEAR if production else {"hidden_size": LINEAR_HIDDEN, "num_layers": 1},
         sample_rate=SAMPLE_RATE,
     )
     model.specifications = Specifications(
@@ -312,13 +324,14 @@ def build_segmentation() -> PyanNet:
         permutation_invariant=True,
     )
     model.build()
-    plant_detector(model)
+    if planted:
+        plant_detector(model)
     return model.eval()
 
 
-def build_embedding() -> WeSpeakerResNet34:
+def build_embedding(production: bool = False) -> WeSpeakerResNet34:
     torch.manual_seed(SEED + 1)
-    model = WeSpeakerResNet34(sample_rate=SAMPLE_RATE, num_mel_bins=NUM_MEL_BINS)
+    model = WeSpeakerResNet34(sample_rate=SAMPLE_RATE, num_mel_bins=PRODUCTION_MEL_BINS if production else NUM_MEL_BINS)
     model.specifications = Specifications(problem=Problem.REPRESENTATION, resolution=Resolution.CHUNK, duration=EMBEDDING_DURATION)
     return model.eval()
 
@@ -576,13 +589,16 @@ def check_embedding(model: WeSpeakerResNet34) -> dict[str, Any]:
     return figures
 
 
-def build(out: Path) -> dict[str, Any]:
+def build(out: Path, production: bool = False, random_weights: bool = False) -> dict[str, Any]:
+    """Write the bundle into ``out``; returns the checks' figures (none with ``random_weights``)."""
     out.mkdir(parents=True, exist_ok=True)
-    segmentation = build_segmentation()
-    figures = check_segmentation(segmentation)
-    embedding = build_embedding()
-    figures.update(fit_embedding(embedding))
-    figures.update(check_embedding(embedding))
+    segmentation = build_segmentation(production, planted=not random_weights)
+    embedding = build_embedding(production)
+    figures: dict[str, Any] = {}
+    if not random_weights:
+        figures.update(check_segmentation(segmentation))
+        figures.update(fit_embedding(embedding))
+        figures.update(check_embedding(embedding))
     checkpoints = [save_model(segmentation, out / "segmentation"), save_model(embedding, out / "embedding")]
     write_plda(out / "plda")
     (out / "config.yaml").write_text(yaml.safe_dump(CONFIG, sort_keys=False), encoding="utf-8")
@@ -594,9 +610,15 @@ def build(out: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="bundle directory (created if missing)")
+    parser.add_argument("--shape", choices=["tiny", "production"], default="tiny", help="production: community-1's architecture")
+    parser.add_argument("--random-weights", action="store_true", help="plant, fit and check nothing (required with --shape production)")
     args = parser.parse_args(argv)
+    if args.shape == "production" and not args.random_weights:
+        parser.error("--shape production needs --random-weights: the planted paths and the fit are made for the tiny shapes")
     with build_report(args.out, "pyannote") as report:
-        report.update(build(args.out))
+        if args.shape != "tiny" or args.random_weights:  # the tiny build's report stays as it was
+            report.update(shape=args.shape, random_weights=args.random_weights)
+        report.update(build(args.out, production=args.shape == "production", random_weights=args.random_weights))
     size = sum(path.stat().st_size for path in args.out.rglob("*") if path.is_file())
     print(f"wrote {args.out} ({size / 1e6:.1f} MB)", file=sys.stderr)
     return 0

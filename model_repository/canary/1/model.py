@@ -24,6 +24,8 @@ class TritonPythonModel:
             device=model.device,
             max_chunk_s=model.number("max_chunk_seconds", 30.0),
             batch_size=int(model.number("batch_size", 4)),
+            # Only scripts/gpu_check sets it (random weights): see passerelle_triton.canary.FixedDecodeLength.
+            fixed_decode_tokens_per_second=model.number("fixed_decode_tokens_per_second", 0.0) or None,
         )
         pb_utils.Logger.log_info(f"[canary] {nemo} loaded on {model.device}")
 
@@ -42,6 +44,12 @@ class TritonPythonModel:
             )
         except Exception as exc:  # noqa: BLE001 - every failure becomes this request's error response
             return failure(exc)
+        if self.engine.fixed_decode is not None:
+            expected, generated = self.engine.fixed_decode.take_counts()
+            pb_utils.Logger.log_info(
+                f"[canary] fixed decode: {self.engine.fixed_decode.tokens_per_second:g} tokens/s, "
+                f"audio {result.duration:.3f} s, {len(result.chunks)} windows, tokens expected {expected}, generated {generated}"
+            )
         return pb_utils.InferenceResponse(
             output_tensors=[
                 strings("text", [result.text]),

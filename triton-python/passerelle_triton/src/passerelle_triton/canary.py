@@ -14,6 +14,10 @@ takes a whole recording (16 kHz mono float32) and:
 4. joins the windows' texts and shifts their word and segment times by the window's start, so that the times
    are global, clipped to ``[0, duration]`` and non-decreasing.
 
+``fixed_decode_tokens_per_second`` (off by default; ``scripts/gpu_check`` sets it on random-weight models, whose
+decodes stop at arbitrary lengths) makes every window decode exactly ``round(N x its seconds)`` tokens, then
+end-of-text (``FixedDecodeLength``), so that speed figures count a known amount of decoder work.
+
 Timestamps come from the CTC aligner that canary-1b-v2 ships inside its ``.nemo``: NeMo restores it as
 ``model.timestamps_asr_model`` and forced-aligns the decoded text with it.  A model without one (canary-1b,
 canary-1b-flash) is asked for timestamps through the prompt instead.
@@ -102,10 +106,79 @@ def plan_windows(audio: np.ndarray, max_chunk_s: float) -> WindowPlan:
     return WindowPlan(duration, regions, chunks, [chunks[i] for i in vad.windows_with_speech(chunks, regions)])
 
 
+class FixedDecodeLength:
+    """Forces each decoded window to ``round(tokens_per_second x window seconds)`` tokens, then end-of-text.
+
+    NeMo's AED generators (beam and greedy) call the decoder and the token classifier through ``.forward`` once per
+    step; both bound methods are wrapped on the model's own modules.  The decoder call without cached states starts
+    a batch: each row's target comes from its encoder length (frames x ``frame_seconds``).  Each classifier call is
+    one step: rows below their target cannot end (end-of-text and pad pushed down), rows at it can only end.
+    ``generated`` and ``expected`` count forced tokens, so that a cap NeMo applies first (``max_generation_delta``,
+    ``max_sequence_length``) shows as a shortfall instead of passing unnoticed.
+    """
+
+    _EXCLUDED = -1.0e4  # far below any log-probability, finite in half precision
+
+    def __init__(self, model: Any, tokens_per_second: float) -> None:
+        if not tokens_per_second > 0:
+            raise ValueError(f"fixed_decode_tokens_per_second must be positive, got {tokens_per_second}")
+        self.tokens_per_second = float(tokens_per_second)
+        self.frame_seconds = float(model.cfg.preprocessor.window_stride) * int(model.encoder.subsampling_factor)
+        self.ending = [int(model.tokenizer.eos_id), int(model.tokenizer.pad_id)]
+        self.eos = self.ending[0]
+        self.step = 0
+        self.targets: Any = None
+        self.generated = 0
+        self.expected = 0
+        decoder, classifier = model.transf_decoder.decoder, model.log_softmax
+        decoder_forward, classifier_forward = decoder.forward, classifier.forward
+
+        def decoder_step(*args: Any, **kwargs: Any) -> Any:
+            mems = kwargs["decoder_mems_list"] if "decoder_mems_list" in kwargs else (args[4] if len(args) > 4 else None)
+            if mems is None:
+                encoder_mask = kwargs["encoder_mask"] if "encoder_mask" in kwargs else args[3]
+                seconds = encoder_mask.sum(dim=1).float() * self.frame_seconds
+                self.targets = (seconds * self.tokens_per_second).round().clamp(min=1).long()
+                self.expected += int(self.targets.sum())
+                self.step = 0
+            return decoder_forward(*args, **kwargs)
+
+        def classifier_step(*args: Any, **kwargs: Any) -> Any:
+            scores = classifier_forward(*args, **kwargs)
+            if self.targets is None:
+                return scores
+            ending = (self.step >= self.targets).to(scores.device)
+            self.generated += int((~ending).sum())
+            scores = scores.clone()
+            scores[~ending, :, self.ending[0]] = self._EXCLUDED
+            scores[~ending, :, self.ending[1]] = self._EXCLUDED
+            scores[ending] = self._EXCLUDED
+            scores[ending, :, self.eos] = 0.0
+            self.step += 1
+            return scores
+
+        decoder.forward = decoder_step
+        classifier.forward = classifier_step
+
+    def take_counts(self) -> tuple[int, int]:
+        """``(expected, generated)`` forced tokens since the last call."""
+        counts = (self.expected, self.generated)
+        self.expected = self.generated = 0
+        self.targets = None
+        return counts
+
+
 class CanaryEngine:
     """A restored Canary model plus VAD-based chunking; ``transcribe`` calls are serialized."""
 
-    def __init__(self, nemo_path: str, device: str = "cpu", max_chunk_s: float = 30.0, batch_size: int = 4) -> None:
+    def __init__(
+        self,
+        nemo_path: str,
+        device: str = "cpu",
+        max_chunk_s: float = 30.0,
+        batch_size: int = 4,
+        fixed_decode_tokens_per_second: float | None = None,
+    ) -> None:
         if not max_chunk_s > 0:
             raise ValueError(f"max_chunk_s must be positive, got {max_chunk_s}")
         if batch_size < 1:
@@ -124,6 +197,7 @@ class CanaryEngine:
         if not self.languages:
             raise ValueError(f"{nemo_path}: no language tags (<|xx|>) in the model's tokenizer")
         self.has_aligner = getattr(self.model, "timestamps_asr_model", None) is not None
+        self.fixed_decode = FixedDecodeLength(self.model, fixed_decode_tokens_per_second) if fixed_decode_tokens_per_second else None
 
     @property
     def supported_languages(self) -> list[str]:
