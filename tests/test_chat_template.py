@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -119,8 +121,25 @@ def test_tools_without_a_system_message(renderer: PromptRenderer) -> None:
     assert prompt == f"<|im_start|>system\n{TOOLS_HEADER}<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
 
 
-def test_token_count_uses_the_model_tokenizer(renderer: PromptRenderer) -> None:
-    prompt = renderer.render_chat([{"role": "user", "content": [text("Hello")]}])
-    ids = renderer.tokenizer.encode(prompt, add_special_tokens=False)
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n",
+        f"<|im_start|>user\n{VISION}Qu'est-ce que c'est ? 这是什么 🌍<|im_end|>\n<|im_start|>assistant\n",
+        "no markup at all, " * 50,
+    ],
+    ids=["one-turn", "image-and-scripts", "long-plain"],
+)
+def test_token_count_agrees_with_the_tokenizer_file_read_independently(renderer: PromptRenderer, tiny_model_dir: Path, prompt: str) -> None:
+    """The oracle: the `tokenizers` library reading tokenizer.json itself (not the adapter's loading
+    through transformers), whose ids must also spell the prompt back, and Qwen's markup as single
+    tokens with the ids that tokenizer.json assigns them."""
+    from tokenizers import Tokenizer
+
+    raw = Tokenizer.from_file(str(tiny_model_dir / "tokenizer.json"))
+    ids = raw.encode(prompt, add_special_tokens=False).ids
     assert renderer.count_tokens(prompt) == len(ids)
-    assert ids[0] == renderer.tokenizer.convert_tokens_to_ids("<|im_start|>")
+    assert raw.decode(ids, skip_special_tokens=False) == prompt
+    added = {token["content"]: token["id"] for token in json.loads((tiny_model_dir / "tokenizer.json").read_text())["added_tokens"]}
+    markup = re.findall(r"<\|[a-z_]+\|>", prompt)
+    assert [added[token] for token in markup] == [i for i in ids if i in added.values()]

@@ -8,7 +8,6 @@ from Triton's own trace of the `canary` request, not from the adapter's answer.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,15 +69,6 @@ def _identify(triton: grpcclient.InferenceServerClient, pcm: np.ndarray, max_win
     return triton.infer("langid", inputs, client_timeout=300)
 
 
-def _traced_inputs(tracer: Triton, name: str) -> list[str]:
-    """The values of the BYTES input `name` in each traced request."""
-    found = []
-    for path in tracer.new:
-        text = path.read_text(encoding="utf-8")
-        found += re.findall(rf'"name":"{name}","data":"\\"(.*?)\\"","shape"', text)  # BYTES data, quoted inside
-    return found
-
-
 def _upload(path: Path) -> dict[str, tuple[str, bytes, str]]:
     return {"file": (path.name, path.read_bytes(), "audio/mpeg")}
 
@@ -136,8 +126,8 @@ def test_the_sdks_plain_translation_identifies_the_language(
     with tracer.tensors("canary"), spoken[language].open("rb") as audio:
         translation = client.audio.translations.create(model="canary", file=audio)
     assert isinstance(translation.text, str) and translation.text
-    assert _traced_inputs(tracer, "source_language") == [language]
-    assert _traced_inputs(tracer, "target_language") == ["en"]
+    assert tracer.inputs("source_language") == [language]
+    assert tracer.inputs("target_language") == ["en"]
     # The independent check of the identification: a native call on the same audio.
     assert _identify(triton, _pcm(spoken[language])).as_numpy("language")[0].decode() == language
 
@@ -178,7 +168,7 @@ def test_a_streamed_transcript_identifies_the_language_first(client: openai.Open
     with tracer.tensors("canary_stream"), spoken["de"].open("rb") as audio:
         events = list(client.audio.transcriptions.create(model="canary", file=audio, stream=True))
     assert events[-1].type == "transcript.text.done"
-    assert _traced_inputs(tracer, "source_language") == ["de"]
+    assert tracer.inputs("source_language") == ["de"]
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +191,7 @@ def test_the_default_language_setting_skips_identification(
             f"{english_by_default}/v1/audio/transcriptions", data={"model": "canary"}, files=_upload(spoken["de"]), timeout=300
         )
     assert response.status_code == 200, response.text
-    assert _traced_inputs(tracer, "source_language") == ["en"]
+    assert tracer.inputs("source_language") == ["en"]
     assert metric_value(triton_metrics(stack), "nv_inference_request_success", model="langid") == before
 
 
@@ -241,14 +231,14 @@ def test_candidate_languages_narrow_the_identification(
     with tracer.tensors("canary"):
         data = {"model": "canary", "languages[]": ["fr", "de"], "keywords[]": ["Wetter"]}
         assert http.post("/v1/audio/transcriptions", data=data, files=_upload(spoken["de"])).status_code == 200
-    assert _traced_inputs(tracer, "source_language") == ["de"]
+    assert tracer.inputs("source_language") == ["de"]
     before = metric_value(triton_metrics(stack), "nv_inference_request_success", model="langid")
     with tracer.tensors("canary"):
         assert (
             http.post("/v1/audio/transcriptions", data={"model": "canary", "languages[]": ["fr"]}, files=_upload(spoken["de"])).status_code
             == 200
         )
-    assert _traced_inputs(tracer, "source_language") == ["fr"]
+    assert tracer.inputs("source_language") == ["fr"]
     assert metric_value(triton_metrics(stack), "nv_inference_request_success", model="langid") == before
     response = http.post("/v1/audio/transcriptions", data={"model": "canary", "languages[]": ["fr", "xx"]}, files=_upload(spoken["de"]))
     assert response.status_code == 400 and response.json()["error"]["param"] == "languages"

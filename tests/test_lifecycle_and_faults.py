@@ -96,8 +96,8 @@ def test_triton_down_gives_503(stack: Stack) -> None:
 def test_client_disconnect_mid_stream_cancels_generation(http: httpx.Client, stack: Stack) -> None:
     body = {"model": "qwen", "messages": HELLO, "max_tokens": LONG_ANSWER, "stream": True, "ignore_eos": True}
 
-    def attempt() -> None:
-        with http.stream("POST", "/v1/chat/completions", json=body) as response:
+    def attempt(request_id: str) -> None:
+        with http.stream("POST", "/v1/chat/completions", json=body, headers={"X-Request-ID": request_id}) as response:
             assert response.status_code == 200
             events = 0
             for line in response.iter_lines():
@@ -113,8 +113,11 @@ def test_client_disconnect_cancels_non_streamed_request(adapter_url: str, stack:
     disconnect from the connection alone."""
     body = {"model": "qwen", "messages": HELLO, "max_tokens": LONG_ANSWER, "ignore_eos": True}
 
-    def attempt() -> None:
-        with httpx.Client(base_url=adapter_url, headers=AUTH, timeout=0.5) as impatient, pytest.raises(httpx.ReadTimeout):
+    def attempt(request_id: str) -> None:
+        with (
+            httpx.Client(base_url=adapter_url, headers={**AUTH, "X-Request-ID": request_id}, timeout=0.5) as impatient,
+            pytest.raises(httpx.ReadTimeout),
+        ):
             impatient.post("/v1/chat/completions", json=body)
 
     assert_cancels(stack, attempt)

@@ -49,6 +49,7 @@ def call(
     switches: tuple[str, ...] = (),
     raw_sampling: str | None = None,
     cancel_after: int | None = None,
+    request_id: str | None = None,
 ) -> tuple[list[grpcclient.InferResult], str | None]:
     """One request over gRPC streaming; returns (responses, error message)."""
     inputs = [_bytes("text_input", [prompt])]
@@ -65,7 +66,7 @@ def call(
     client = grpcclient.InferenceServerClient(triton_url)
     client.start_stream(callback=lambda result, error: events.put((result, error)))
     try:
-        client.async_stream_infer(MODEL, inputs, request_id=uuid.uuid4().hex, enable_empty_final_response=True)
+        client.async_stream_infer(MODEL, inputs, request_id=request_id or uuid.uuid4().hex, enable_empty_final_response=True)
         responses: list[grpcclient.InferResult] = []
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -251,11 +252,11 @@ def test_invalid_requests_get_an_error_response(url: str, kwargs: dict[str, Any]
 
 
 def test_cancelling_the_stream_aborts_the_engine(url: str, stack: Stack) -> None:
-    def attempt() -> None:
-        responses, error = call(url, sampling={"max_tokens": 4000, "ignore_eos": True}, stream=True, cancel_after=3)
+    def attempt(request_id: str) -> None:
+        responses, error = call(url, sampling={"max_tokens": 4000, "ignore_eos": True}, stream=True, cancel_after=3, request_id=request_id)
         assert error is None and len(responses) == 3
 
-    assert_cancels(stack, attempt)
+    assert_cancels(stack, attempt, adapter_log=None)
 
 
 def test_custom_vllm_metrics_are_exported(stack: Stack) -> None:

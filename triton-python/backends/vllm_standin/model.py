@@ -418,7 +418,10 @@ class TritonPythonModel:
                     checked_at = time.monotonic()
                 if delivery.cancelled:
                     await self.engine.abort(request_id)
-                    pb_utils.Logger.log_info(f"[vllm stand-in] request {request_id} cancelled by its client; engine request aborted")
+                    pb_utils.Logger.log_info(
+                        f"[vllm stand-in] Triton request {request.request_id()!r} (engine request {request_id}) "
+                        "cancelled by its client; engine request aborted"
+                    )
                     self.outbox.put((delivery, error_response("Request was cancelled", pb_utils.TritonError.CANCELLED), final))
                     return
                 if parsed.stream:

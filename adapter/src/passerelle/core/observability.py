@@ -84,6 +84,12 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
+        self.loop_tasks = Gauge(
+            "passerelle_event_loop_tasks",
+            "Asyncio tasks alive in the adapter's event loops (a count that keeps growing is a leak).",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.load_duration = Histogram(
             "passerelle_model_load_duration_seconds", "Model loads through Triton.", ["model", "outcome"], buckets=_LOAD, registry=r
         )
@@ -230,5 +236,6 @@ async def watch_event_loop(metrics: Metrics, interval_s: float = 0.1, warn_after
         await asyncio.sleep(interval_s)
         lag = max(0.0, loop.time() - expected)
         metrics.loop_lag.observe(lag)
+        metrics.loop_tasks.set(len(asyncio.all_tasks(loop)))
         if lag > warn_after_s:
             log.warning("the event loop was blocked for %.1f s", lag)

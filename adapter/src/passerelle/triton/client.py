@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import struct
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -35,11 +36,15 @@ log = logging.getLogger("passerelle.triton")
 _PIECE = 1 << 20
 
 
+# The Python backend's answer once a model's stub process has died (killed, or out of memory).
+_DEAD_STUB = re.compile(r"Stub process '[^']*' is not healthy")
 _NOT_READY_MARKERS = ("unknown model", "has no available versions", "is not ready", "is not found", "unavailable model")
 
 
 def classify(message: str) -> FailureKind:
     lowered = message.lower()
+    if _DEAD_STUB.search(message):
+        return FailureKind.MODEL_CRASHED
     if any(marker in lowered for marker in _NOT_READY_MARKERS):
         return FailureKind.MODEL_NOT_READY
     if "cancelled" in lowered:
@@ -375,23 +380,29 @@ class TritonClient:
             await done.wait()  # keep the stream open until the last response has arrived
 
         responses = self._client.stream_infer(requests())
-        finished = False
+        finished = failed = False
         try:
             async for result, error in responses:
                 if error is not None:
+                    failed = True
                     raise _from_client(error)
                 item = parse(result)
                 finished = last(item)
                 yield item
                 if finished:
                     return
+            failed = True
             raise TritonFailure(FailureKind.INTERNAL, "Triton closed the stream before the final response")
         except grpc.aio.AioRpcError as error:
+            failed = True
             raise _from_rpc(error) from error
         finally:
             # Cancel before half-closing: Triton 2.51 can miss a cancellation after end-of-requests.
             if not finished:
                 responses.cancel()
+                if not failed:
+                    # The fault tests match this line with the model's own log of each cancellation it received.
+                    log.info("cancelled Triton request %s to %s: its caller stopped reading", request_id, model)
             done.set()
 
     def generate(self, model: str, generation: Generation, request_id: str) -> AsyncGenerator[Delta]:

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import httpx
 
 from passerelle.core.config import Settings
-from passerelle.core.errors import APIError, Conflict, FailureKind, TritonFailure, Unavailable, from_triton
+from passerelle.core.errors import APIError, Conflict, FailureKind, TritonFailure, Unavailable, from_triton, in_words
 from passerelle.core.observability import Metrics
 from passerelle.core.shared import FileLock, SharedState
 from passerelle.triton.client import TritonClient
@@ -140,6 +140,11 @@ class ModelControl:
         """The API's answer to a Triton failure while serving `model` (one mapping for every route)."""
         if failure.kind is FailureKind.MODEL_NOT_READY:
             self._ready_checked.pop(model, None)
+        if failure.kind is FailureKind.MODEL_CRASHED:
+            # Triton still calls the model ready; the status shows why it cannot serve until reloaded.
+            record = self.record(model)
+            record.last_error = f"its process in Triton died ({in_words(failure.message)}); reload the model"
+            self._publish(model, record)
         return from_triton(failure, model, retry_after_s=self.settings.unavailable_retry_after_s, how_to_load=self.how_to_load(model))
 
     def _unavailable(self, message: str, code: str) -> Unavailable:
@@ -199,7 +204,7 @@ class ModelControl:
         except TritonFailure as failure:
             if failure.kind is FailureKind.SERVER_UNAVAILABLE:
                 raise self.api_error(failure, model) from failure
-            raise self._unavailable(f"Model '{model}' failed to load: {failure.message}", "model_load_failed") from failure
+            raise self._unavailable(f"Model '{model}' failed to load: {in_words(failure.message)}", "model_load_failed") from failure
 
     async def _load(self, model: str, override: dict[str, Any] | None) -> None:
         record = self.record(model)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import re
 import threading
 import time
@@ -196,6 +197,12 @@ def describe(exc: BaseException, job: DownloadJob) -> tuple[str, int | None]:
         return f"invalid repository id or revision: {first_line(exc)}", None
     if isinstance(exc, httpx2.TransportError | ConnectionError | TimeoutError):
         return f"network error while downloading {where} from {constants.ENDPOINT}: {type(exc).__name__}: {first_line(exc)}", None
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            f"{where}: the model cache is full (no space left on device). The bytes fetched so far stay in "
+            "blobs/<etag>.incomplete: free space in MODEL_CACHE_DIR and start the download again, it resumes where it stopped",
+            507,
+        )
     if isinstance(exc, OSError):
         return f"{where}: {type(exc).__name__}: {exc}", None
     return f"{where}: unexpected error {type(exc).__name__}: {first_line(exc)}", None

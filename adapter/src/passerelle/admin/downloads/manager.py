@@ -123,7 +123,7 @@ class DownloadManager:
                 )
             return running
         job = DownloadJob(key=key, repo_id=repo_id, revision=revision)
-        self.shared.write("downloads", key, job.snapshot())
+        self._share(job)
         cancel = threading.Event()
         task = asyncio.get_running_loop().create_task(self._run(job, cancel), name=f"download {key}")
         self._runs[key] = _Run(job=job, task=task, cancel=cancel, lock=lock)
@@ -132,13 +132,20 @@ class DownloadManager:
         return job
 
     def _share(self, job: DownloadJob) -> None:
+        """Publish the job to the other workers. The record lives in the model cache: on a full disk it
+        cannot be written, which must not fail the job (this worker still reports it) nor keep its lock."""
         with self._sharing:
-            self.shared.write("downloads", job.key, job.snapshot())
+            try:
+                self.shared.write("downloads", job.key, job.snapshot())
+            except OSError as error:
+                log.warning("download %s: its state could not be shared with other workers: %s", job.key, error)
 
     def _finished(self, key: str) -> None:
         run = self._runs[key]
-        self._share(run.job)
-        run.lock.release()
+        try:
+            self._share(run.job)
+        finally:
+            run.lock.release()
 
     async def wait(self, key: str) -> DownloadJob:
         """Wait for the key's current job to finish; cancelling the waiter does not cancel the download."""
