@@ -235,7 +235,7 @@ def check_tokens(sample: Sample, expected: int) -> Sample:
 
 
 async def triton_request(client: aioclient.InferenceServerClient, prompt: str, max_tokens: int) -> Sample:
-    """One streamed request, as the adapter sends it (passerelle.triton.client.build_inputs)."""
+    """One streamed request, as the adapter sends it (passerelle.triton.vllm.build_inputs)."""
     sampling = {"max_tokens": max_tokens, "ignore_eos": True, "temperature": 0}
     inputs = [_tensor("text_input", prompt), _tensor("sampling_parameters", json.dumps(sampling))]
     inputs += [_tensor(name, True) for name in SWITCHES]

@@ -20,6 +20,11 @@ Behaviour copied from the Hub as huggingface_hub 2.x reads it (its `hf_raise_for
 
 `throttle_bps` slows every body so that tests can watch progress and interrupt a transfer;
 `hits` records every request (role, method, path, Range, Authorization, bytes sent).
+
+Faults, all off by default: `corrupt` names files (paths) whose served bytes differ from the hash
+announced for them (the last byte flipped, the size unchanged); `ignore_range` answers a `Range`
+request with 200 and the whole file, as a server without range support does; `refuse_range`
+answers every `Range` request with 416 (Range Not Satisfiable).
 """
 
 from __future__ import annotations
@@ -133,6 +138,9 @@ class HubServer:
     hits: list[Hit] = field(default_factory=list)
     # A hostile Hub: this ETag for every regular (non-LFS) file, e.g. a path instead of a digest.
     etag_override: str | None = None
+    corrupt: set[str] = field(default_factory=set)
+    ignore_range: bool = False
+    refuse_range: bool = False
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -181,6 +189,12 @@ class HubServer:
         with self._lock:
             self.hits.clear()
 
+    def served(self, file: HubFile) -> bytes:
+        """The bytes sent for `file`: its own, or, when it is in `corrupt`, the same size with the last byte flipped."""
+        if file.path not in self.corrupt:
+            return file.data
+        return file.data[:-1] + bytes([file.data[-1] ^ 0xFF])
+
     def file_gets(self, repo_id: str, path: str) -> list[Hit]:
         """GETs that carried the bytes of a file (resolve for regular files, the CDN for LFS ones)."""
         file = self.repos[repo_id].files[path]
@@ -225,7 +239,7 @@ class _HubHandler(BaseHTTPRequestHandler):
                 for repo in self.hub.repos.values():
                     for file in repo.files.values():
                         if file.lfs and file.sha256 == match["sha"]:
-                            return self._send_bytes(file.data, {"ETag": f'"{file.sha256}"'}, head)
+                            return self._send_bytes(self.hub.served(file), {"ETag": f'"{file.sha256}"'}, head)
             return self._error(404, "EntryNotFound", "Not found", head)
         if match := _INFO.match(path):
             return self._model_info(match["repo"], unquote(match["rev"] or "main"), "blobs" in parse_qs(split.query), head)
@@ -336,7 +350,7 @@ class _HubHandler(BaseHTTPRequestHandler):
             self.end_headers()
             return None
         etag = self.hub.etag_override if self.hub.etag_override is not None else file.git_oid
-        return self._send_bytes(file.data, {"X-Repo-Commit": repo.sha, "ETag": f'"{etag}"'}, head)
+        return self._send_bytes(self.hub.served(file), {"X-Repo-Commit": repo.sha, "ETag": f'"{etag}"'}, head)
 
     # Responses.
 
@@ -368,10 +382,10 @@ class _HubHandler(BaseHTTPRequestHandler):
     def _send_bytes(self, data: bytes, headers: dict[str, str], head: bool) -> None:
         size = len(data)
         start, end, status = 0, size - 1, 200
-        requested = self.headers.get("Range")
+        requested = None if self.hub.ignore_range else self.headers.get("Range")
         if requested is not None:
             match = _RANGE.match(requested.strip())
-            if match is None or int(match["start"]) >= size:
+            if match is None or int(match["start"]) >= size or self.hub.refuse_range:
                 self.hit.status = 416
                 self.send_response(416)
                 self.send_header("Content-Range", f"bytes */{size}")

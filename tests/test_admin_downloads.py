@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from conftest import ADMIN_KEY, start_hub_adapter
-from hub_server import BIG_FILE, BIG_SIZE, PUBLIC_REPO, RIGHT_TOKEN, HubServer
+from hub_server import BIG_FILE, BIG_SIZE, GATED_REPO, PUBLIC_REPO, RIGHT_TOKEN, HubServer, default_repos
 from passerelle_stack.launcher import Stack
 
 
@@ -70,8 +70,51 @@ def test_downloads_report_progress_join_and_explain_missing_tokens(stack: Stack,
             assert status["cache"]["cached"] and status["cache"]["size_bytes"] >= BIG_SIZE
 
             gated = admin.post("/models/hub_gated/download", params={"wait": "true"})
-            assert gated.status_code in (401, 403)
+            assert gated.status_code == 401  # this adapter has no token: the Hub's answer to anonymous callers
             message = gated.json()["error"]["message"]
-            assert "token" in message.lower() and "/api/admin/huggingface/token" in message
+            assert "gated model (401: no valid token was sent)" in message and "/api/admin/huggingface/token" in message
     finally:
         stack.stop(names=["adapter-hub-anonymous"])
+
+
+def test_failures_map_to_the_route_and_a_put_token_is_used_for_gated_downloads(stack: Stack, tmp_path: Path) -> None:
+    """A Hub without the repository: 404 in the API's error shape, with the job. A Hub that sends bytes
+    not matching their hash: 502. A token PUT through the admin API: the gated download sends it and succeeds."""
+    cache = tmp_path / "cache"
+    with HubServer(repos={GATED_REPO: default_repos()[GATED_REPO]}) as hub:  # no PUBLIC_REPO: hub_public names a missing repository
+        url = start_hub_adapter(stack, hub, cache, "adapter-hub-put-token")
+        try:
+            with httpx.Client(base_url=f"{url}/api/admin", headers={"X-Admin-Key": ADMIN_KEY}, timeout=120) as admin:
+                missing = admin.post("/models/hub_public/download", params={"wait": "true"})
+                assert missing.status_code == 404, missing.text
+                error = missing.json()["error"]
+                assert (error["type"], error["code"], error["param"]) == ("invalid_request_error", "download_failed", "key")
+                assert error["message"].startswith(f"{PUBLIC_REPO} was not found on the Hub (it answered 401)"), error
+                assert "/api/admin/huggingface/token" in error["message"]
+                job = missing.json()["download"]
+                assert job["state"] == "failed" and job["status_code"] == 404 and job["error"] == error["message"]
+
+                assert admin.get("/huggingface/token").json()["configured"] is False
+                stored = admin.put("/huggingface/token", json={"token": RIGHT_TOKEN})
+                assert stored.status_code == 200 and stored.json()["configured"] is True
+
+                hub.corrupt = {"config.json"}
+                corrupt = admin.post("/models/hub_gated/download", params={"wait": "true"})
+                assert corrupt.status_code == 502, corrupt.text
+                assert corrupt.json()["error"]["code"] == "download_failed"
+                assert "config.json: the downloaded bytes do not match the Hub's git-sha1" in corrupt.json()["error"]["message"]
+
+                hub.corrupt = set()
+                hub.clear_hits()
+                gated = admin.post("/models/hub_gated/download", params={"wait": "true"})
+                assert gated.status_code == 200, gated.text
+                assert gated.json()["download"]["state"] == "done" and gated.json()["download"]["percent"] == 100
+            resolves = [h for h in hub.snapshot_hits() if h.role == "hub" and f"/{GATED_REPO}/resolve/" in h.path]
+            assert resolves and all(h.authorization == f"Bearer {RIGHT_TOKEN}" for h in resolves), resolves
+            assert all(h.status in (200, 302) for h in resolves), resolves
+            snapshot = cache / "hub" / "models--passerelle-test--tiny-gated" / "snapshots" / hub.repos[GATED_REPO].sha
+            for name, file in hub.repos[GATED_REPO].files.items():
+                assert (snapshot / name).read_bytes() == file.data, name
+            assert RIGHT_TOKEN not in (stack.config.run_dir / "adapter-hub-put-token.log").read_text()
+        finally:
+            stack.stop(names=["adapter-hub-put-token"])

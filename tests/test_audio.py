@@ -19,7 +19,7 @@ import openai
 import pytest
 import tritonclient.grpc as grpcclient
 
-from conftest import API_KEYS, infer, metric_value, png_bytes, triton_metrics
+from conftest import API_KEYS, Triton, infer, metric_value, png_bytes, triton_metrics
 from passerelle_stack.launcher import Stack, free_port
 from speech import SpeechSet
 
@@ -148,29 +148,43 @@ def test_subtitles(client: openai.OpenAI, speech: SpeechSet, fmt: Literal["srt",
         assert text.lstrip().startswith("1\n")
 
 
-def test_translation_to_english(client: openai.OpenAI, speech: SpeechSet) -> None:
-    with speech.dialogue.open("rb") as audio:
+# What the tiny Canary was fitted to say for each target language, whatever it hears
+# (scripts/build_tiny_canary.py checks it on every CPU): its own output names the language it wrote.
+SAYS = {"en": "Hello world, this is a test.", "fr": "Bonjour le monde, ceci est un test."}
+
+
+def test_translation_to_english(client: openai.OpenAI, speech: SpeechSet, stack: Stack) -> None:
+    tracer = Triton(stack)
+    with tracer.tensors("canary"), speech.dialogue.open("rb") as audio:
         result = client.audio.translations.create(model="canary", file=audio, response_format="verbose_json", extra_body={"language": "de"})
     body = result.model_dump()
-    assert body["task"] == "translate" and body["language"] == "english" and isinstance(body["text"], str)
+    assert body["task"] == "translate" and body["language"] == "english"
+    assert (tracer.inputs("source_language"), tracer.inputs("target_language")) == (["de"], ["en"])  # what Canary was asked
+    assert SAYS["en"] in body["text"], body["text"]
 
 
-def test_translating_english_speech_needs_no_language(client: openai.OpenAI, speech: SpeechSet) -> None:
+def test_translating_english_speech_needs_no_language(client: openai.OpenAI, speech: SpeechSet, stack: Stack) -> None:
     """No language named: the dialogue is identified as English, and English into English is Canary's
     transcription (tests/test_language_identification.py translates German and French)."""
-    with speech.dialogue.open("rb") as audio:
+    tracer = Triton(stack)
+    with tracer.tensors("canary"), speech.dialogue.open("rb") as audio:
         result = client.audio.translations.create(model="canary", file=audio, response_format="verbose_json")
     body = result.model_dump()
-    assert body["task"] == "translate" and body["language"] == "english" and body["text"]
+    assert body["task"] == "translate" and body["language"] == "english"
+    assert (tracer.inputs("source_language"), tracer.inputs("target_language")) == (["en"], ["en"])
+    assert SAYS["en"] in body["text"], body["text"]
 
 
-def test_any_to_any_translation_through_target_language(client: openai.OpenAI, speech: SpeechSet) -> None:
-    with speech.dialogue.open("rb") as audio:
+def test_any_to_any_translation_through_target_language(client: openai.OpenAI, speech: SpeechSet, stack: Stack) -> None:
+    tracer = Triton(stack)
+    with tracer.tensors("canary"), speech.dialogue.open("rb") as audio:
         result = client.audio.transcriptions.create(
             model="canary", file=audio, response_format="verbose_json", language="en", extra_body={"target_language": "fr"}
         )
     body = result.model_dump()
     assert body["language"] == "french" and body["task"] == "translate"
+    assert (tracer.inputs("source_language"), tracer.inputs("target_language")) == (["en"], ["fr"])
+    assert SAYS["fr"] in body["text"] and SAYS["en"] not in body["text"], body["text"]
 
 
 def test_diarized_json(client: openai.OpenAI, speech: SpeechSet, vad_regions) -> None:  # type: ignore[no-untyped-def]
@@ -638,3 +652,63 @@ def test_streamed_diarized_json(client: openai.OpenAI, speech: SpeechSet) -> Non
     starts = [segment.start for segment in segments]
     assert starts == sorted(starts) and all(0 <= s.start <= s.end <= speech.dialogue_s + EPSILON_S for s in segments)
     assert {segment.speaker for segment in segments} <= {segment.speaker for segment in whole.segments}
+
+
+# Translation-only refusals and shared memory on error paths ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "param", "code", "words"),
+    [
+        ({"stream": "true"}, "stream", "unsupported_value", "Translations are not streamed"),
+        ({"response_format": "diarized_json"}, "response_format", "invalid_value", "diarized_json is only available for transcriptions"),
+        ({"timestamp_granularities[]": "word"}, "timestamp_granularities", "invalid_value", "requires response_format=verbose_json"),
+        ({"num_speakers": "2"}, "num_speakers", "invalid_value", "diarized_json only"),
+        ({"known_speaker_names[]": "ana"}, "known_speaker_names", "invalid_value", "diarized_json only"),
+        ({"include[]": "logprobs"}, "include", "unsupported_value", "not supported"),
+        ({"target_language": "tlh"}, "target_language", "unsupported_language", "'tlh' is not supported"),
+    ],
+)
+def test_translation_refusals_name_the_parameter(
+    http: httpx.Client, speech: SpeechSet, data: dict[str, str], param: str, code: str, words: str
+) -> None:
+    response = http.post("/v1/audio/translations", data={"model": "canary", "language": "de", **data}, files=upload(speech.silence))
+    error = error_of(response, 400)
+    assert set(response.json()) == {"error"} and set(error) == {"message", "type", "param", "code"}, response.json()
+    assert (error["param"], error["code"]) == (param, code), error
+    assert words in error["message"], error
+
+
+def _float_wav_with_nan(seconds: float = 3.0) -> bytes:
+    """16 kHz mono IEEE-float WAV: ffmpeg decodes it as it is, NaN samples included, which pyannote refuses."""
+    import struct
+
+    pcm = (0.3 * np.sin(np.arange(int(16000 * seconds)) / 10)).astype(np.float32)
+    pcm[8000:8100] = np.nan
+    data = pcm.tobytes()
+    fmt = struct.pack("<HHIIHH", 3, 1, 16000, 16000 * 4, 4, 32)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def test_a_request_that_fails_after_decoding_leaves_no_shared_memory(http: httpx.Client, stack: Stack) -> None:
+    """The PCM is decoded into a /dev/shm object and registered with Triton, then the model refuses it:
+    the object is deleted and the region unregistered all the same."""
+
+    def regions() -> list[str]:
+        status = httpx.get(f"{stack.triton_http}/v2/systemsharedmemory/status", timeout=30).json()
+        return [region["name"] for region in status if region["name"].startswith("passerelle-audio-")]
+
+    def new_objects() -> set[Path]:
+        return set(Path("/dev/shm").glob("passerelle-audio-*")) - before
+
+    assert regions() == []
+    before = set(Path("/dev/shm").glob("passerelle-audio-*"))  # other processes' are not ours
+    response = http.post("/api/diarization/process", files={"file": ("nan.wav", _float_wav_with_nan(), "audio/wav")})
+    error = error_of(response, 400)
+    assert error["code"] == "invalid_value" and "NaN" in error["message"], error  # pyannote saw the PCM: it went through Triton
+    deadline = time.monotonic() + 5  # objects of other test runs on this machine come and go; a leaked one stays
+    while new_objects() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not new_objects(), f"shared-memory objects left behind: {sorted(new_objects())}"
+    assert regions() == [], "a shared-memory region is still registered with Triton"

@@ -121,6 +121,8 @@ def fresh_hub(hub: HubServer) -> HubServer:
     hub.clear_hits()
     hub.throttle_bps = None
     hub.etag_override = None
+    hub.corrupt = set()
+    hub.ignore_range = hub.refuse_range = False
     return hub
 
 
@@ -309,3 +311,60 @@ def test_an_etag_that_is_not_a_digest_never_names_a_file(fresh_hub: HubServer, t
     blobs = repo_dir(cache, PUBLIC_REPO) / "blobs"
     if blobs.is_dir():
         assert all(len(blob.name.split(".")[0]) in (40, 64) for blob in blobs.iterdir())
+
+
+def write_partial(cache: Path, hub: HubServer, kept: int) -> Path:
+    """A partial download of the big file, as an interrupted run leaves it: its first `kept` bytes."""
+    big = hub.repos[PUBLIC_REPO].files[BIG_FILE]
+    blobs = repo_dir(cache, PUBLIC_REPO) / "blobs"
+    blobs.mkdir(parents=True)
+    partial = blobs / f"{big.sha256}.incomplete"
+    partial.write_bytes(big.data[:kept])
+    return partial
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name", [BIG_FILE, "config.json"])  # an LFS file (sha256) and a regular one (git blob id)
+def test_bytes_that_do_not_match_the_announced_hash_fail_and_are_discarded(fresh_hub: HubServer, tmp_path: Path, name: str) -> None:
+    fresh_hub.corrupt = {name}
+    cache = tmp_path / "models"
+    results, logs, _ = drive(fresh_hub.url, cache, [{"op": "start", "repo": PUBLIC_REPO}, {"op": "wait"}])
+    final = results[1]["final"]
+    file = fresh_hub.repos[PUBLIC_REPO].files[name]
+    kind, digest = ("sha256", file.sha256) if file.lfs else ("git-sha1", file.git_oid)
+    assert final["state"] == "failed" and final["path"] is None, final
+    assert f"{name}: the downloaded bytes do not match the Hub's {kind} {digest}; the file was discarded" in final["error"], final
+    assert len(fresh_hub.file_gets(PUBLIC_REPO, name)) == 1, "the bytes were fetched"
+    storage = repo_dir(cache, PUBLIC_REPO)
+    assert not (storage / "blobs" / digest).exists(), "the bad bytes became the blob"
+    assert not (storage / "blobs" / f"{digest}.incomplete").exists(), "the bad bytes were kept for a resume"
+    assert not list(storage.glob(f"snapshots/*/{name}"))
+    assert "failed" in logs
+
+
+@pytest.mark.timeout(60)
+def test_a_hub_that_ignores_range_gets_the_whole_file_once(fresh_hub: HubServer, tmp_path: Path) -> None:
+    """A 200 to a ranged resume carries the whole file: it replaces the partial bytes, never follows them."""
+    cache = tmp_path / "models"
+    kept = 3 * 1024 * 1024
+    write_partial(cache, fresh_hub, kept)
+    fresh_hub.ignore_range = True
+    results, logs, _ = drive(fresh_hub.url, cache, [{"op": "start", "repo": PUBLIC_REPO}, {"op": "wait"}])
+    assert_complete_snapshot(fresh_hub, cache, PUBLIC_REPO, results[1]["final"])
+    gets = fresh_hub.file_gets(PUBLIC_REPO, BIG_FILE)
+    assert [(h.range, h.status, h.bytes_sent) for h in gets] == [(f"bytes={kept}-", 200, BIG_SIZE)], gets
+    assert f"{BIG_FILE}: the server ignored the range request, starting over" in logs
+
+
+@pytest.mark.timeout(60)
+def test_a_range_refused_with_416_starts_the_file_over(fresh_hub: HubServer, tmp_path: Path) -> None:
+    cache = tmp_path / "models"
+    kept = 3 * 1024 * 1024
+    write_partial(cache, fresh_hub, kept)
+    fresh_hub.refuse_range = True
+    results, logs, _ = drive(fresh_hub.url, cache, [{"op": "start", "repo": PUBLIC_REPO}, {"op": "wait"}])
+    assert_complete_snapshot(fresh_hub, cache, PUBLIC_REPO, results[1]["final"])
+    gets = fresh_hub.file_gets(PUBLIC_REPO, BIG_FILE)
+    assert [(h.range, h.status) for h in gets] == [(f"bytes={kept}-", 416), (None, 200)], gets
+    assert gets[1].bytes_sent == BIG_SIZE
+    assert f"{BIG_FILE}: range {kept}- refused (416), starting over" in logs

@@ -235,3 +235,123 @@ def test_decoding_has_a_time_limit(stack: Stack, speech: SpeechSet) -> None:
         assert "AUDIO_DECODE_TIMEOUT_S" in response.json()["error"]["message"]
     finally:
         stack.stop(names=["adapter-decode-timeout"])
+
+
+# Image URLs that redirect, and data: URLs at the byte cap, on an adapter of their own ----------------
+
+IMAGE_CAP = 4000  # MAX_IMAGE_BYTES there: 3k+1 bytes, so base64 padding matters at the cap
+
+
+@pytest.fixture(scope="module")
+def images_adapter(stack: Stack, request: pytest.FixtureRequest) -> str:
+    """Image URLs allowed from 127.0.0.1 (its network allowlisted), 127.0.0.2 and 10.0.0.1 (hosts
+    allowed, their networks not), and a small MAX_IMAGE_BYTES."""
+    env = {
+        "OPENAI_API_KEYS": "",
+        "ALLOW_IMAGE_URLS": "true",
+        "IMAGE_URL_ALLOWED_HOSTS": "127.0.0.1,127.0.0.2,10.0.0.1",
+        "IMAGE_URL_ALLOWED_PRIVATE_NETWORKS": "127.0.0.1/32",
+        "MAX_IMAGE_BYTES": str(IMAGE_CAP),
+    }
+    url = stack.start_adapter(name="adapter-images", port=free_port(), env=env)
+    request.addfinalizer(lambda: stack.stop(names=["adapter-images"]))
+    return url
+
+
+def _image_host(host: str, routes: dict[str, tuple[int, dict[str, str], bytes]]) -> tuple[str, list[str], Any]:
+    """A loopback HTTP server on `host` answering `routes` (path: status, headers, body); returns its
+    URL, the paths it was asked for, and its stop function."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    hits: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            status, headers, body = routes.get(self.path, (404, {}, b""))
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer((host, 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+
+    return f"http://{host}:{server.server_address[1]}", hits, stop
+
+
+def _image_chat(url: str) -> dict[str, Any]:
+    return _chat(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}])
+
+
+@pytest.mark.parametrize("target_host", ["127.0.0.2", "10.0.0.1"])
+def test_a_redirect_from_an_allowed_host_to_a_private_address_is_refused(images_adapter: str, target_host: str) -> None:
+    from conftest import png_bytes
+
+    image = (200, {"Content-Type": "image/png"}, png_bytes(32, 32))
+    target_url, target_hits, stop_target = _image_host("127.0.0.2", {"/image.png": image})
+    if target_host == "10.0.0.1":
+        target_url = "http://10.0.0.1"
+    routes = {"/image.png": image, "/away": (302, {"Location": f"{target_url}/image.png"}, b"")}
+    origin_url, origin_hits, stop_origin = _image_host("127.0.0.1", routes)
+    try:
+        with httpx.Client(base_url=images_adapter, timeout=120) as client:
+            direct = client.post("/v1/chat/completions", json=_image_chat(f"{origin_url}/image.png"))
+            assert direct.status_code == 200, direct.text  # the first host is allowed, and fetched
+            if target_host == "127.0.0.2":
+                assert httpx.get(f"{target_url}/image.png", timeout=10).status_code == 200  # the target would have answered
+                target_hits.clear()
+            redirected = client.post("/v1/chat/completions", json=_image_chat(f"{origin_url}/away"))
+        assert redirected.status_code == 400, redirected.text
+        error = redirected.json()["error"]
+        assert error["code"] == "image_url_forbidden", error
+        assert error["message"] == f"image host {target_host} resolves to a non-public address, which is refused"
+        assert origin_hits == ["/image.png", "/away"]
+        assert target_hits == [], "the redirect's private target was fetched"
+    finally:
+        stop_origin()
+        stop_target()
+
+
+def _png_of_size(size: int) -> bytes:
+    """A valid PNG of exactly `size` bytes: a small image padded with a private ancillary chunk."""
+    import struct
+    import zlib
+
+    from conftest import png_bytes
+
+    base = png_bytes(16, 16)
+    end = base.rindex(b"IEND") - 4  # the IEND chunk starts with its length
+    padding = b"\0" * (size - len(base) - 12)
+    chunk = struct.pack(">I", len(padding)) + b"paDd" + padding + struct.pack(">I", zlib.crc32(b"paDd" + padding))
+    data = base[:end] + chunk + base[end:]
+    assert len(data) == size
+    return data
+
+
+def test_data_url_images_are_held_to_max_image_bytes(images_adapter: str) -> None:
+    """The decoded size decides: the cap's own size and one byte under pass, one byte over gets 413."""
+    import base64
+
+    def send(size: int) -> httpx.Response:
+        url = "data:image/png;base64," + base64.b64encode(_png_of_size(size)).decode()
+        return httpx.post(f"{images_adapter}/v1/chat/completions", json=_image_chat(url), timeout=120)
+
+    over = send(IMAGE_CAP + 1)
+    assert over.status_code == 413, over.text
+    error = over.json()["error"]
+    assert (error["code"], error["type"]) == ("image_too_large", "invalid_request_error"), error
+    assert error["message"] == f"image is larger than {IMAGE_CAP} bytes"
+    for size in (IMAGE_CAP - 1, IMAGE_CAP):
+        accepted = send(size)
+        assert accepted.status_code == 200, (size, accepted.text)

@@ -15,7 +15,7 @@ import pytest
 from passerelle.chat.protocol import ChatChunkChoice, ChatCompletionRequest, ChunkDelta
 from passerelle.chat.serving import ChatAccumulator
 from passerelle.core.streaming import coalesced
-from passerelle.triton.client import Delta, TokenChoice
+from passerelle.triton.vllm import Delta, TokenChoice
 
 
 async def numbers(count: int, pause_s: float, finally_ran: list[bool] | None = None) -> AsyncGenerator[int]:

@@ -24,6 +24,7 @@ def mapped(kind: FailureKind, message: str = "boom") -> tuple[int, str | None, s
         (FailureKind.BAD_REQUEST, 400, "invalid_value"),
         (FailureKind.INTERNAL, 503, "model_error"),
         (FailureKind.CANCELLED, 503, "model_error"),
+        (FailureKind.MODEL_CRASHED, 503, "model_crashed"),
     ],
 )
 def test_each_failure_kind_has_one_status_and_code(kind: FailureKind, status: int, code: str) -> None:
@@ -35,6 +36,11 @@ def test_each_failure_kind_has_one_status_and_code(kind: FailureKind, status: in
 def test_a_model_that_is_not_ready_says_how_to_load_it() -> None:
     _, _, message, _ = mapped(FailureKind.MODEL_NOT_READY)
     assert "'qwen' is not available" in message and HOW in message
+
+
+def test_a_model_whose_process_died_says_to_reload_it() -> None:
+    _, _, message, _ = mapped(FailureKind.MODEL_CRASHED, "Stub process 'qwen_0_0' is not healthy.")
+    assert "'qwen' cannot serve: its process in Triton has died" in message and HOW in message and "qwen_0_0" not in message
 
 
 def test_context_overflows_are_the_clients_fault_whatever_their_kind() -> None:
@@ -52,6 +58,8 @@ def test_context_overflows_are_the_clients_fault_whatever_their_kind() -> None:
         ("StatusCode.INTERNAL", "Request for unknown model: 'qwen' has no available versions", FailureKind.MODEL_NOT_READY),
         ("StatusCode.CANCELLED", "request was cancelled", FailureKind.CANCELLED),
         ("StatusCode.INTERNAL", "CUDA out of memory", FailureKind.INTERNAL),
+        # Triton 2.51's words, seen after the canary stub was killed (tests/test_faults.py)
+        ("StatusCode.INTERNAL", "Stub process 'canary_0_0' is not healthy.", FailureKind.MODEL_CRASHED),
     ],
 )
 def test_tritonclient_errors_are_classified(status: str, message: str, kind: FailureKind) -> None:

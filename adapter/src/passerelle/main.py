@@ -38,7 +38,14 @@ from passerelle.core.errors import NotFound, install_error_handlers
 from passerelle.core.memory import trim_when_grown
 from passerelle.core.middleware import BodyLimitMiddleware, RequestIdFilter, RequestIdMiddleware
 from passerelle.core.observability import Metrics, MetricsMiddleware, route_prefix, watch_event_loop
-from passerelle.core.security import API_PREFIXES, AdminCheck, APIKeyCheck, AuthenticationMiddleware, BrowserPolicyMiddleware
+from passerelle.core.security import (
+    API_PREFIXES,
+    AdminCheck,
+    APIKeyCheck,
+    AuthenticationMiddleware,
+    BrowserPolicyMiddleware,
+    KeyConcurrency,
+)
 from passerelle.core.shared import SharedState
 from passerelle.core.workers import PreparePool
 from passerelle.health import router as health
@@ -189,8 +196,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     dashboard = settings.frontend_dist is not None and (settings.frontend_dist / "index.html").is_file()
     guarded_dashboard = settings.dashboard_prefix if dashboard else None
     app.add_middleware(BrowserPolicyMiddleware, hosts=settings.browser_hosts, dashboard_prefix=guarded_dashboard)
-    # Credentials first: a request without them gets 401 before anything reads its body.
-    app.add_middleware(AuthenticationMiddleware, api_keys=app.state.api_keys, admin=app.state.admin_check)
+    # Credentials first: a request without them gets 401 before anything reads its body; then each
+    # key's cap on requests in flight (MAX_CONCURRENT_REQUESTS_PER_KEY).
+    app.add_middleware(
+        AuthenticationMiddleware,
+        api_keys=app.state.api_keys,
+        admin=app.state.admin_check,
+        concurrency=KeyConcurrency(settings.max_concurrent_requests_per_key),
+    )
     routes = [*app.routes, *(route for module in CAPABILITIES for route in module.router.routes)]
     prefixes = frozenset(route_prefix(path) for route in routes if isinstance(path := getattr(route, "path", None), str))
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics, prefixes=prefixes)

@@ -116,7 +116,7 @@ class AdminServing:
             job = await self.downloads.wait(key)
         state = DownloadState.model_validate(job.snapshot())
         if job.state == "failed":
-            status = job.status_code if job.status_code in (401, 403, 404) else 502
+            status = job.status_code if job.status_code in (401, 403, 404, 507) else 502
             error = ErrorResponse.of(job.error or "download failed", type="invalid_request_error", param="key", code="download_failed")
             return error.json_response(status, download=state.model_dump(mode="json"))
         return JSONResponse(DownloadAccepted(download=state).model_dump(mode="json"), status_code=200 if job.state == "done" else 202)

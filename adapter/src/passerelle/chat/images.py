@@ -59,12 +59,17 @@ class ImageLoader:
                 "image data: URLs must be base64-encoded (data:image/png;base64,...)", param=param, code="invalid_image_url"
             )
         payload = match.group("data")
-        if len(payload) * 3 // 4 > self.settings.max_image_bytes:
-            raise PayloadTooLarge(f"image is larger than {self.settings.max_image_bytes} bytes", param=param, code="image_too_large")
+        limit = self.settings.max_image_bytes
+        too_large = PayloadTooLarge(f"image is larger than {limit} bytes", param=param, code="image_too_large")
+        if len(payload) > 4 * -(-limit // 3):  # longer than the base64 of `limit` bytes: refused before decoding
+            raise too_large
         try:
-            return base64.b64decode(payload, validate=True)
+            data = base64.b64decode(payload, validate=True)
         except (binascii.Error, ValueError) as exc:
             raise InvalidRequest(f"image data: URL is not valid base64: {exc}", param=param, code="invalid_image") from exc
+        if len(data) > limit:  # the decoded size, as for URLs: padding makes the length alone overestimate it by up to 2 bytes
+            raise too_large
+        return data
 
     def _check_image(self, data: bytes, param: str) -> None:
         if not data:

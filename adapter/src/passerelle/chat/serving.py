@@ -41,8 +41,9 @@ from passerelle.core.errors import InvalidRequest
 from passerelle.core.observability import Metrics
 from passerelle.core.streaming import ToError, coalesced, drained, primed, sse_response, until_disconnect
 from passerelle.core.workers import PreparePool
-from passerelle.triton.client import Delta, Generation, TokenChoice, TritonClient
+from passerelle.triton.client import TritonClient
 from passerelle.triton.lifecycle import ModelControl
+from passerelle.triton.vllm import Delta, Generation, TokenChoice
 
 _NOTHING_MORE = '"logprobs":null,"finish_reason":null'
 

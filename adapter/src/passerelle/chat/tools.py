@@ -23,12 +23,14 @@ from passerelle.chat.structured import checked_schema
 from passerelle.core.errors import InvalidRequest
 
 Strict = ConfigDict(extra="forbid")
+# OpenAI's rule for function names (both the chat and the Responses API take it).
+FUNCTION_NAME = r"^[A-Za-z0-9_.-]{1,64}$"
 _CALL_FORMATS = ((START + '\n{"name": "', "}\n" + END), (START + '{"name": "', "}" + END))
 
 
 class FunctionDefinition(BaseModel):
     model_config = Strict
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    name: str = Field(pattern=FUNCTION_NAME)
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None

@@ -19,7 +19,7 @@ from passerelle.core.catalog import Catalog, PromptRenderer, ServedModel
 from passerelle.core.errors import InvalidRequest, TritonFailure
 from passerelle.core.streaming import primed, sse_response, until_disconnect
 from passerelle.core.workers import PreparePool
-from passerelle.triton.client import Delta, Generation
+from passerelle.triton.vllm import Delta, Generation
 
 MAX_PROMPTS = 16
 

@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     allowed_hosts: CommaList = Field(default_factory=lambda: ["localhost", "127.0.0.1", "::1"])
     public_hostname: str | None = None
     max_request_body_bytes: int = 32 * 1024 * 1024
+    # Requests one API key may have in flight at once (a stream counts until its last event); more
+    # get 429 with Retry-After. Per worker process. 0 turns the cap off, the default: one key often
+    # stands for a whole application (bench_llm runs 64 streams on one key), so the operator chooses.
+    max_concurrent_requests_per_key: int = Field(default=0, ge=0)
     # Threads that prepare requests off the event loop (chat templates, tokenizers, image decoding).
     # A request holds at most one, so one heavy request never takes them all.
     prepare_workers: int = Field(default_factory=lambda: max(2, min(8, os.cpu_count() or 2)), ge=1)

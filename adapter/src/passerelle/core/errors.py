@@ -14,8 +14,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 log = logging.getLogger("passerelle.errors")
 
@@ -103,6 +104,16 @@ class PayloadTooLarge(APIError):
     type = "invalid_request_error"
 
 
+class TooManyRequests(APIError):
+    """Over a per-key cap; OpenAI's shape for rate limits (the SDK retries after `Retry-After`)."""
+
+    status = 429
+    type = "requests"
+
+    def __init__(self, message: str, *, retry_after_s: int, code: str = "rate_limit_exceeded") -> None:
+        super().__init__(message, code=code, headers={"Retry-After": str(retry_after_s)})
+
+
 class Unavailable(APIError):
     """A known model or Triton itself cannot serve now; the client should retry later."""
 
@@ -125,6 +136,7 @@ class FailureKind(enum.Enum):
     MODEL_NOT_READY = "model_not_ready"
     BAD_REQUEST = "bad_request"
     CANCELLED = "cancelled"
+    MODEL_CRASHED = "model_crashed"
     INTERNAL = "internal"
 
 
@@ -138,6 +150,9 @@ class TritonFailure(Exception):
 
 
 _CONTEXT_ERRORS = re.compile(r"longer than the maximum model length|maximum context length|exceeds the max", re.I)
+# vLLM's own checks of a request (VLLMValidationError), which Triton's vLLM backend reports as an
+# internal error: an empty prompt, a JSON Schema nested deeper than vLLM's 64 levels.
+_ENGINE_REFUSALS = re.compile(r"prompt cannot be empty|is nested too deeply", re.I)
 
 
 _TRACEBACK = re.compile(r"Traceback \(most recent call last\)|^\s+File \"", re.M)
@@ -171,10 +186,18 @@ def from_triton(failure: TritonFailure, model: str, *, retry_after_s: int, how_t
     if failure.kind is FailureKind.MODEL_NOT_READY:
         return Unavailable(f"Model '{model}' is not available. {how_to_load}", retry_after_s=retry_after_s)
     context = _CONTEXT_ERRORS.search(failure.message)
-    if failure.kind is FailureKind.BAD_REQUEST or context:
+    if failure.kind is FailureKind.BAD_REQUEST or context or _ENGINE_REFUSALS.search(failure.message):
         log.info("model %s refused the request: %s", model, failure.message)
         return InvalidRequest(
             f"The model refused the request: {in_words(failure.message)}", code="context_length_exceeded" if context else "invalid_value"
+        )
+    if failure.kind is FailureKind.MODEL_CRASHED:
+        log.error("model %s: its process in Triton died: %s", model, failure.message)
+        return Unavailable(
+            f"Model '{model}' cannot serve: its process in Triton has died, and Triton does not restart it. "
+            f"An operator reloads it: {how_to_load}",
+            retry_after_s=retry_after_s,
+            code="model_crashed",
         )
     log.error("model %s failed: %s", model, failure.message)
     return Unavailable(
@@ -192,7 +215,7 @@ def _location(loc: tuple[Any, ...]) -> str | None:
     return ".".join(parts) or None
 
 
-def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+def validation_message(exc: RequestValidationError | ValidationError) -> tuple[str, str | None]:
     first = exc.errors()[0]
     param = _location(tuple(first.get("loc", ())))
     kind = first.get("type", "")
@@ -202,6 +225,10 @@ def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
         return "The request body is not valid JSON.", None
     message = first.get("msg", "Invalid request")
     return (f"{param}: {message}" if param else message), param
+
+
+# FastAPI's words when the body fails to parse for any reason but JSON syntax (which is a validation error).
+_FASTAPI_BODY_ERROR = "There was an error parsing the body"
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -217,11 +244,31 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         error_type = "invalid_request_error" if exc.status_code < 500 else "server_error"
-        body = ErrorResponse.of(str(exc.detail), type=error_type, code=getattr(exc, "code", None))
+        message, code = str(exc.detail), getattr(exc, "code", None)
+        if exc.status_code == 400 and message == _FASTAPI_BODY_ERROR:
+            message, code = "The request body could not be parsed: it is not UTF-8, or it nests too deeply.", "invalid_body"
+        body = ErrorResponse.of(message, type=error_type, code=code)
         return body.json_response(exc.status_code, getattr(exc, "headers", None))
 
+    @app.exception_handler(ValidationError)
+    async def _derived_validation(request: Request, exc: ValidationError) -> JSONResponse:
+        # A model built while serving from the client's fields (the Responses API's request becomes a
+        # chat request) refused them: the client's error, named by the field, not a server error.
+        message, param = validation_message(exc)
+        log.info("request refused while serving: %s", message)  # not the error itself: it quotes the client's values
+        return InvalidRequest(message, param=param, code="invalid_value").response().json_response(400)
+
+    @app.exception_handler(RecursionError)
+    async def _too_deep(request: Request, exc: RecursionError) -> JSONResponse:
+        # Only a client's input nests without bound here (a JSON Schema in `tools` or `response_format`
+        # hundreds of levels deep overflows the validator's recursion): a refusal, not a server error.
+        log.info("request refused: its input nests too deeply (%s)", exc)
+        error = InvalidRequest("The request nests too deeply to be processed; flatten it.", code="nesting_too_deep")
+        return error.response().json_response(400)
+
     @app.exception_handler(ClientGone)
-    async def _client_gone(request: Request, exc: ClientGone) -> Response:
+    @app.exception_handler(ClientDisconnect)  # Starlette's, raised while a body is still being read
+    async def _client_gone(request: Request, exc: Exception) -> Response:
         log.info("client disconnected; request cancelled")
         return Response(status_code=499)
 

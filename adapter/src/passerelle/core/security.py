@@ -1,7 +1,8 @@
-"""Access control: OpenAI API keys, and the separate admin key.
+"""Access control: OpenAI API keys, the separate admin key, and a cap on each key's requests in flight.
 
 Keys are hashed and compared in constant time against every configured key, so neither the
-match nor its position leaks through timing.
+match nor its position leaks through timing. A key is known to the rest of the adapter by its
+SHA-256 digest only; the key itself is never stored or logged.
 """
 
 from __future__ import annotations
@@ -9,19 +10,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import logging
 
 from fastapi import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from passerelle.core.errors import APIError, Forbidden, Unauthorized
+from passerelle.core.errors import APIError, Forbidden, TooManyRequests, Unauthorized
+
+log = logging.getLogger("passerelle.security")
 
 
 def _digest(value: str) -> bytes:
     return hashlib.sha256(value.encode("utf-8")).digest()
 
 
-def _matches(presented: str, digests: list[bytes]) -> bool:
-    candidate = _digest(presented)
+def _matches(candidate: bytes, digests: list[bytes]) -> bool:
     matched = False
     for digest in digests:
         matched |= hmac.compare_digest(candidate, digest)
@@ -42,16 +45,52 @@ class APIKeyCheck:
         return bool(self._digests)
 
     def __call__(self, request: Request) -> None:
+        self.identify(request)
+
+    def identify(self, request: Request) -> bytes | None:
+        """The digest of the request's valid key (None when no keys are configured); 401 otherwise."""
         if not self._digests:
-            return
+            return None
         presented = _bearer(request)
         if not presented:
             raise Unauthorized(
                 "You didn't provide an API key. Send it in the Authorization header: 'Authorization: Bearer YOUR_KEY'.",
                 code="missing_api_key",
             )
-        if not _matches(presented, self._digests):
+        candidate = _digest(presented)
+        if not _matches(candidate, self._digests):
             raise Unauthorized("Incorrect API key provided.", code="invalid_api_key")
+        return candidate
+
+
+class KeyConcurrency:
+    """At most `limit` requests in flight per API key (0: no cap), counted in this process: each
+    uvicorn worker keeps its own counts, so a key may have `limit` requests in each worker.
+
+    Keys are known by their digest. One event loop per process runs every acquire and release, and
+    nothing awaits between the test and the count, so no lock is needed."""
+
+    RETRY_AFTER_S = 1
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._in_flight: dict[bytes, int] = {}
+
+    def acquire(self, identity: bytes) -> None:
+        held = self._in_flight.get(identity, 0)
+        if held >= self.limit:
+            log.info("API key sha256:%s… is at its cap of %d requests in flight; refused with 429", identity.hex()[:8], self.limit)
+            raise TooManyRequests(
+                f"This API key already has {self.limit} requests in flight, the most allowed at once "
+                "(MAX_CONCURRENT_REQUESTS_PER_KEY). Retry when one has finished.",
+                retry_after_s=self.RETRY_AFTER_S,
+            )
+        self._in_flight[identity] = held + 1
+
+    def release(self, identity: bytes) -> None:
+        held = self._in_flight.pop(identity, 0) - 1
+        if held > 0:
+            self._in_flight[identity] = held
 
 
 _FORWARDING_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip", "x-forwarded-host")
@@ -75,7 +114,7 @@ class AdminCheck:
     def __call__(self, request: Request) -> None:
         if self._digests:
             presented = request.headers.get("x-admin-key", "") or _bearer(request)
-            if not presented or not _matches(presented, self._digests):
+            if not presented or not _matches(_digest(presented), self._digests):
                 raise Unauthorized("The admin API needs the admin key (Authorization: Bearer ADMIN_KEY).", code="invalid_admin_key")
             return
         host = request.client.host if request.client else ""
@@ -182,30 +221,44 @@ class BrowserPolicyMiddleware:
 class AuthenticationMiddleware:
     """Checks the API key (or the admin key) from the headers before anything reads the body: an
     unauthenticated client cannot make the adapter buffer or parse a request. The routes keep their
-    own dependency as well (they are also the OpenAPI's security declaration)."""
+    own dependency as well.
 
-    def __init__(self, app: ASGIApp, api_keys: APIKeyCheck, admin: AdminCheck) -> None:
+    An API key's request then takes one of the key's slots (`KeyConcurrency`) until its response
+    has been sent, the last event of a stream included; with none free it gets 429. The admin API
+    and keyless mode (no key to tell clients apart) have no cap."""
+
+    def __init__(self, app: ASGIApp, api_keys: APIKeyCheck, admin: AdminCheck, concurrency: KeyConcurrency | None = None) -> None:
         self.app = app
         self.api_keys = api_keys
         self.admin = admin
+        self.concurrency = concurrency if concurrency is not None and concurrency.limit > 0 else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] == "OPTIONS":  # CORS preflights carry no credentials
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        check: APIKeyCheck | AdminCheck | None = None
-        if path == "/api/admin" or path.startswith("/api/admin/"):
-            check = self.admin
-        elif path.startswith(("/v1/", "/api/")):
-            check = self.api_keys
-        if check is not None:
-            try:
-                check(Request(scope))
-            except APIError as refusal:
-                body = refusal.response().model_dump_json().encode()
-                headers = [(b"content-type", b"application/json"), *((k.encode(), v.encode()) for k, v in refusal.headers.items())]
-                await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
-                await send({"type": "http.response.body", "body": body})
-                return
-        await self.app(scope, receive, send)
+        identity: bytes | None = None
+        try:
+            if path == "/api/admin" or path.startswith("/api/admin/"):
+                self.admin(Request(scope))
+            elif path.startswith(("/v1/", "/api/")):
+                identity = self.api_keys.identify(Request(scope))
+                if identity is not None and self.concurrency is not None:
+                    self.concurrency.acquire(identity)
+                else:
+                    identity = None
+        except APIError as refusal:
+            body = refusal.response().model_dump_json().encode()
+            headers = [(b"content-type", b"application/json"), *((k.encode(), v.encode()) for k, v in refusal.headers.items())]
+            await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        if identity is None:
+            await self.app(scope, receive, send)
+            return
+        assert self.concurrency is not None
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.concurrency.release(identity)

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from passerelle.chat.protocol import ChatCompletionRequest
 from passerelle.chat.structured import JSONSchemaFormat, StructuredOutputs
+from passerelle.chat.tools import FUNCTION_NAME
 from passerelle.core.errors import InvalidRequest
 
 # Requests: unknown fields are refused, and types are strict as OpenAI's are ("stream": "yes" is not true).
@@ -96,7 +97,7 @@ InputItem = Annotated[
 class FunctionTool(BaseModel):
     model_config = Strict
     type: Literal["function"]
-    name: str
+    name: str = Field(pattern=FUNCTION_NAME)
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
@@ -105,7 +106,7 @@ class FunctionTool(BaseModel):
 class NamedFunction(BaseModel):
     model_config = Strict
     type: Literal["function"]
-    name: str
+    name: str = Field(pattern=FUNCTION_NAME)
 
 
 class TextFormat(JSONSchemaFormat):

@@ -32,7 +32,7 @@ from passerelle.responses.protocol import (
     to_chat,
     usage,
 )
-from passerelle.triton.client import Delta
+from passerelle.triton.vllm import Delta
 
 
 def _frame(event: str) -> str:

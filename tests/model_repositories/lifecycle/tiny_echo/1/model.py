@@ -1,4 +1,5 @@
-"""Test-only echo model: returns its input, after DELAY_S seconds (a knob for slow-request tests)."""
+"""Test-only echo model: returns its input, after DELAY_S seconds (a knob for slow-request tests);
+its initialize takes LOAD_DELAY_S seconds (a knob for requests that arrive during a load)."""
 
 import json
 import time
@@ -11,6 +12,7 @@ class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         parameters = json.loads(args["model_config"]).get("parameters", {})
         self.delay = float(parameters.get("DELAY_S", {}).get("string_value", "0"))
+        time.sleep(float(parameters.get("LOAD_DELAY_S", {}).get("string_value", "0")))
 
     def execute(self, requests: list[Any]) -> list[Any]:
         responses = []
