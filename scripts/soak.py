@@ -256,8 +256,10 @@ def main() -> int:
     print(f"- served: {summary['served']} ({summary['requests_per_s']:.2f} requests/s); lost: {summary['lost']}")
     for kind, values in latency.items():
         print(f"- {kind}: p50 {values['p50']:.2f} s, p99 {values['p99']:.2f} s")
-    print(f"- adapter RSS after the {args.warm_up_s:g} s warm-up (MiB): {summary['rss_mib_after_warm_up']}")
-    print(f"- adapter open fds after the warm-up: {summary['fds_after_warm_up']}")
+    rss, fds = summary["rss_mib_after_warm_up"], summary["fds_after_warm_up"]
+    if rss:
+        print(f"- adapter after the {args.warm_up_s:g} s warm-up, {len(rss)} samples: RSS {min(rss)}-{max(rss)} MiB")
+        print(f"- adapter open fds after the warm-up: {min(fds)}-{max(fds)}")
     print(f"- growth after the warm-up: RSS {summary['rss_growth']:+.1%}, fds {summary['fd_growth']:+.1%} (limit {args.max_growth:.0%})")
     for example in summary["lost_examples"]:
         print(f"- lost: {example}")
