@@ -34,6 +34,7 @@ EXPECTED_OUTSIDE_CORE = {
     "chat/serving.py",
     "triton/client.py",
     "triton/lifecycle.py",
+    "triton/vllm.py",
 }
 
 
