@@ -359,9 +359,12 @@ def infer(triton: grpcclient.InferenceServerClient, model: str, inputs: dict[str
     return triton.infer(model, tensors, client_timeout=600)
 
 
-def start_hub_adapter(stack: Stack, hub: HubServer, cache: Path, name: str, status_interval_s: float = 0.5) -> str:
-    """An adapter of its own that downloads from the tests' local Hub into `cache`, with the admin key.
-    huggingface_hub reads HF_ENDPOINT and HF_HUB_OFFLINE at import: the rest of the session stays offline."""
+def start_hub_adapter(
+    stack: Stack, hub: HubServer, cache: Path, name: str, status_interval_s: float = 0.5, env: dict[str, str] | None = None
+) -> str:
+    """An adapter of its own that downloads from the tests' local Hub into `cache`, with the admin key
+    (and `env` on top). huggingface_hub reads HF_ENDPOINT and HF_HUB_OFFLINE at import: the rest of
+    the session stays offline."""
     return stack.start_adapter(
         name=name,
         port=free_port(),
@@ -371,5 +374,6 @@ def start_hub_adapter(stack: Stack, hub: HubServer, cache: Path, name: str, stat
             "MODEL_CACHE_DIR": str(cache),
             "ADMIN_API_KEY": ADMIN_KEY,
             "STATUS_INTERVAL_S": str(status_interval_s),
+            **(env or {}),
         },
     )

@@ -49,9 +49,9 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis.core.result import Ok
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance, status_code_conformance
 
-from conftest import ADMIN_KEY, API_KEYS
+from conftest import ADMIN_KEY, API_KEYS, start_hub_adapter
 from hub_server import HubServer
-from passerelle_stack.launcher import Stack, free_port
+from passerelle_stack.launcher import Stack
 
 Case = schemathesis.Case[Any]
 NAME = "adapter-fuzz"
@@ -90,23 +90,16 @@ class Fuzzed:
 def fuzzed(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
     cache = tmp_path_factory.mktemp("fuzz-cache")
     with HubServer() as hub:
-        url = stack.start_adapter(
-            name=NAME,
-            port=free_port(),
-            env={
-                "HF_ENDPOINT": hub.url,
-                "HF_HUB_OFFLINE": "0",
-                "MODEL_CACHE_DIR": str(cache),
-                "ALLOW_IMAGE_URLS": "false",
-                "IMAGE_URL_ALLOWED_HOSTS": "",
-                "IMAGE_URL_ALLOWED_PRIVATE_NETWORKS": "",
-                "MAX_REQUEST_BODY_BYTES": str(BODY_LIMIT),
-                "MAX_AUDIO_UPLOAD_BYTES": str(UPLOAD_LIMIT),
-                "MAX_AUDIO_DURATION_S": str(DURATION_LIMIT_S),
-                "MAX_CONCURRENT_REQUESTS_PER_KEY": str(CAP),
-                "ADMIN_API_KEY": ADMIN_KEY,
-            },
-        )
+        limits = {
+            "ALLOW_IMAGE_URLS": "false",
+            "IMAGE_URL_ALLOWED_HOSTS": "",
+            "IMAGE_URL_ALLOWED_PRIVATE_NETWORKS": "",
+            "MAX_REQUEST_BODY_BYTES": str(BODY_LIMIT),
+            "MAX_AUDIO_UPLOAD_BYTES": str(UPLOAD_LIMIT),
+            "MAX_AUDIO_DURATION_S": str(DURATION_LIMIT_S),
+            "MAX_CONCURRENT_REQUESTS_PER_KEY": str(CAP),
+        }
+        url = start_hub_adapter(stack, hub, cache, NAME, status_interval_s=5.0, env=limits)
         try:
             yield Fuzzed(url, stack.processes[NAME].pid, stack.config.run_dir / f"{NAME}.log")
         finally:
