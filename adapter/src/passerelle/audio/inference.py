@@ -12,8 +12,8 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 
 from tritonclient.grpc import InferInput, InferResult
 
@@ -23,11 +23,12 @@ from passerelle.audio.protocol import SpeakerCounts
 from passerelle.audio.tensors import Diarization, IdentifiedLanguage, KnownSpeakers, RecognizedSpeech, TranscriptWindow
 from passerelle.core.errors import TritonFailure
 from passerelle.core.observability import Metrics
+from passerelle.core.streaming import to_completion
 from passerelle.triton.client import TritonClient
 from passerelle.triton.lifecycle import ModelControl
 
 log = logging.getLogger("passerelle.speech")
-_UNREGISTER_ATTEMPTS = 100  # 5 s
+_UNREGISTER_WAIT_S = 30.0
 
 
 def _last(window: TranscriptWindow) -> bool:
@@ -59,25 +60,34 @@ class SpeechService:
 
     async def _infer_shared(self, model: str, audio: DecodedAudio, scalars: list[tensors.Scalar], outputs: tuple[str, ...]) -> InferResult:
         """The PCM stays in its shared-memory object: registered with Triton for this request only."""
-        region = f"passerelle-audio-{uuid.uuid4().hex}"
-        await self.triton.register_system_shared_memory(region, audio.shared_memory_key, audio.byte_size)
-        try:
+        async with self._registered(audio) as region:
             tensor = InferInput("audio", [audio.samples], "FP32")
             tensor.set_shared_memory(region, audio.byte_size)
             inputs = [tensor, *(tensors.grpc_input(scalar) for scalar in scalars)]
             return await self.triton.infer(model, inputs, tensors.requested(outputs))
+
+    @asynccontextmanager
+    async def _registered(self, audio: DecodedAudio) -> AsyncIterator[str]:
+        """A region over the audio's shared-memory object, registered with Triton while the block runs.
+        It is unregistered however the block ends, a client that left included."""
+        region = f"passerelle-audio-{uuid.uuid4().hex}"
+        try:
+            await self.triton.register_system_shared_memory(region, audio.shared_memory_key, audio.byte_size)
+            yield region
         finally:
-            await self._unregister(region)
+            await to_completion(self._unregister(region))
 
     async def _unregister(self, region: str) -> None:
-        """Triton releases a request's inputs just after it answers, and refuses to unregister a
-        region still "in use" meanwhile: retry briefly. A failure is logged, never the client's."""
-        for attempt in range(_UNREGISTER_ATTEMPTS):
+        """Triton releases a request's inputs just after it answers (a cancelled request: once the
+        model has seen the cancellation), and refuses to unregister a region still "in use"
+        meanwhile: retry. A failure is logged, never the client's."""
+        deadline = time.monotonic() + _UNREGISTER_WAIT_S
+        while True:
             try:
                 await self.triton.unregister_system_shared_memory(region)
                 return
             except TritonFailure as failure:
-                if "in use" not in failure.message or attempt == _UNREGISTER_ATTEMPTS - 1:
+                if "in use" not in failure.message or time.monotonic() > deadline:
                     log.error("could not unregister shared-memory region %s: %s", region, failure.message)
                     return
             await asyncio.sleep(0.05)
@@ -108,13 +118,10 @@ class SpeechService:
         they are decoded; leaving early cancels the rest in Triton."""
         stream_model = needs[-1]
         scalars = tensors.transcript_stream_inputs(source, target, punctuation=punctuation, diarize=diarize, known=known)
-        async with self.control.serving(*needs):
-            region = None
+        async with self.control.serving(*needs), AsyncExitStack() as resources:
             tensor = InferInput("audio", [audio.samples], "FP32")
             if audio.shared_memory is not None:
-                region = f"passerelle-audio-{uuid.uuid4().hex}"
-                await self.triton.register_system_shared_memory(region, audio.shared_memory_key, audio.byte_size)
-                tensor.set_shared_memory(region, audio.byte_size)
+                tensor.set_shared_memory(await resources.enter_async_context(self._registered(audio)), audio.byte_size)
             else:
                 assert audio.pcm is not None
                 tensor.set_data_from_numpy(audio.pcm)
@@ -127,9 +134,6 @@ class SpeechService:
                         yield window
             except TritonFailure as failure:
                 raise self.control.api_error(failure, stream_model) from failure
-            finally:
-                if region is not None:
-                    await self._unregister(region)
         self.metrics.audio_seconds.labels(model=stream_model).inc(audio.duration_s)
 
     async def identify_language(self, model: str, audio: DecodedAudio) -> IdentifiedLanguage:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TypeVar
@@ -150,6 +150,22 @@ async def drained(items: AsyncGenerator[T], add: Callable[[T], object], to_error
                 add(item)
     except TritonFailure as failure:
         raise to_error(failure) from failure
+
+
+_cleanups: set[asyncio.Task[None]] = set()
+
+
+async def to_completion(cleanup: Coroutine[object, object, None]) -> None:
+    """Run `cleanup` to its end even if the caller is being cancelled.
+
+    When a streaming client disconnects, Starlette cancels the response through an anyio cancel
+    scope, and such a cancellation is raised again at every `await` inside the scope: an `await`
+    in a `finally` of the body's generators would be cut at once. The cleanup runs in a task of
+    its own instead; a cancelled caller stops waiting for it, and it finishes all the same."""
+    task = asyncio.ensure_future(cleanup)
+    _cleanups.add(task)
+    task.add_done_callback(_cleanups.discard)
+    await asyncio.shield(task)
 
 
 async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
