@@ -59,7 +59,7 @@ import tritonclient.grpc.aio as aioclient
 from openai.types.chat import ChatCompletionMessageParam
 
 from passerelle.core.catalog import PromptRenderer
-from passerelle_stack.launcher import Stack, StackConfig, _wait_http, free_port
+from passerelle_stack.launcher import Stack, StackConfig, _wait_http, free_port, lower_priority
 
 MODEL = "qwen"
 SWITCHES = ("stream", "exclude_input_in_output", "return_finish_reason", "return_num_input_tokens", "return_num_output_tokens")
@@ -454,7 +454,7 @@ def engine_flags(engine: dict[str, Any]) -> list[str]:
 
 
 def start_vllm_server(stack: Stack, engine: dict[str, Any], port: int, niceness: int) -> tuple[subprocess.Popen[bytes], Path]:
-    """vLLM's OpenAI server in its own session, with Triton's environment, niceness and model.json engine arguments."""
+    """vLLM's OpenAI server in its own session, with Triton's environment, niceness (its session's too) and model.json engine arguments."""
     command = [str(stack.env_dir / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server", "--host", "127.0.0.1"]
     command += ["--port", str(port), "--model", engine["model"], "--served-model-name", MODEL, *engine_flags(engine)]
     print("  $", shlex.join(command[1:]), flush=True)
@@ -467,7 +467,7 @@ def start_vllm_server(stack: Stack, engine: dict[str, Any], port: int, niceness:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=(lambda: os.nice(niceness)) if niceness else None,
+            preexec_fn=(lambda: lower_priority(niceness)) if niceness else None,
         )
     return process, log_path
 
