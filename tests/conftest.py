@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import threading
 import time
 import urllib.request
@@ -377,3 +378,26 @@ def start_hub_adapter(
             **(env or {}),
         },
     )
+
+
+# After a SIGKILL of Triton -------------------------------------------------------------------
+
+
+def backend_regions(stack: Stack) -> set[str]:
+    """The /dev/shm regions of this Triton's Python-backend stubs (named on each stub's command line)."""
+    found = subprocess.run(["pgrep", "-af", f"triton_python_backend_stub {stack.repository}/"], capture_output=True, text=True)
+    return set(re.findall(r"triton_\w+_backend_shm_region_[0-9a-f-]+", found.stdout))
+
+
+def remove_orphaned_engine_memory() -> None:
+    """vLLM's engine keeps its queues in Python shared memory (/dev/shm/psm_*), hundreds of MB, which
+    a SIGKILL leaves behind: remove those that no live process maps any more."""
+    mapped = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            mapped.update(re.findall(r"/dev/shm/(psm_\w+)", maps.read_text()))
+        except OSError:  # the process ended meanwhile
+            continue
+    for segment in Path("/dev/shm").glob("psm_*"):
+        if segment.name not in mapped:
+            segment.unlink(missing_ok=True)

@@ -24,7 +24,7 @@ from passerelle_stack.launcher import Stack
 
 SOURCE = Path(__file__).resolve().parents[1] / "adapter" / "src" / "passerelle"
 # Chat's own modules (structured.py and tools.py check the output constraint and the tools, here none),
-# and the door to Triton.
+# and the door to Triton (the upstream that serves the model, its client).
 EXPECTED_OUTSIDE_CORE = {
     "chat/router.py",
     "chat/protocol.py",
@@ -34,6 +34,7 @@ EXPECTED_OUTSIDE_CORE = {
     "chat/serving.py",
     "triton/client.py",
     "triton/lifecycle.py",
+    "triton/upstreams.py",
     "triton/vllm.py",
 }
 

@@ -30,7 +30,7 @@ import httpx
 import pytest
 import tritonclient.grpc as grpcclient
 
-from conftest import ADMIN_KEY, log_lines
+from conftest import ADMIN_KEY, backend_regions, log_lines, remove_orphaned_engine_memory
 from passerelle_stack.launcher import Stack, StackConfig
 from speech import SpeechSet
 
@@ -367,26 +367,6 @@ def test_a_killed_model_process_fails_cleanly_and_the_others_serve(faults: Stack
 # Triton killed mid-stream ----------------------------------------------------------------------
 
 
-def _backend_regions(stack: Stack) -> set[str]:
-    """The /dev/shm regions of this Triton's Python-backend stubs (named on each stub's command line)."""
-    found = subprocess.run(["pgrep", "-af", f"triton_python_backend_stub {stack.repository}/"], capture_output=True, text=True)
-    return set(re.findall(r"triton_\w+_backend_shm_region_[0-9a-f-]+", found.stdout))
-
-
-def _remove_orphaned_engine_memory() -> None:
-    """vLLM's engine keeps its queues in Python shared memory (/dev/shm/psm_*), hundreds of MB, which
-    a SIGKILL leaves behind: remove those that no live process maps any more."""
-    mapped = set()
-    for maps in Path("/proc").glob("[0-9]*/maps"):
-        try:
-            mapped.update(re.findall(r"/dev/shm/(psm_\w+)", maps.read_text()))
-        except OSError:  # the process ended meanwhile
-            continue
-    for segment in Path("/dev/shm").glob("psm_*"):
-        if segment.name not in mapped:
-            segment.unlink(missing_ok=True)
-
-
 def _read_until_end(base: str, started: threading.Event, ends: list[tuple[float, list[str]]]) -> None:
     with httpx.Client(base_url=base, timeout=HANG_S) as client, client.stream("POST", "/v1/chat/completions", json=LONG) as response:
         assert response.status_code == 200
@@ -407,7 +387,7 @@ def test_triton_killed_mid_stream(faults: Stack) -> None:
         for flag in flags:
             assert flag.wait(HANG_S), "a stream never started"
         triton = faults.processes["tritonserver"]
-        regions = _backend_regions(faults)
+        regions = backend_regions(faults)
         killed_at = time.monotonic()
         os.killpg(triton.pid, signal.SIGKILL)
         for reader in readers:
@@ -415,7 +395,7 @@ def test_triton_killed_mid_stream(faults: Stack) -> None:
     triton.wait(timeout=HANG_S)
     for region in regions:  # a killed Triton cannot remove its Python backends' shared memory
         (Path("/dev/shm") / region).unlink(missing_ok=True)
-    _remove_orphaned_engine_memory()
+    remove_orphaned_engine_memory()
     waits = [end - killed_at for end, _ in ends]
     print(f"open streams ended {min(waits):.2f}-{max(waits):.2f} s after Triton was killed")
     for _, lines in ends:

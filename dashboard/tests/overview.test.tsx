@@ -14,6 +14,10 @@ const answer = (data: unknown, status = 200) => ({
 const STATUS = {
   collected_at: 1000,
   triton: { live: true, ready: false, version: "2.51.0", grpc_url: "127.0.0.1:8001", http_url: "http://127.0.0.1:8000", metrics_url: "http://127.0.0.1:8002/metrics" },
+  replicas: [
+    { upstream: "llm", address: "10.0.0.1:8001", live: true, ready: true, models: { qwen: "READY" } },
+    { upstream: "llm", address: "10.0.0.2:8001", live: false, ready: false, models: {} },
+  ],
   models: {
     qwen: {
       state: "READY",
@@ -45,6 +49,10 @@ describe("Overview", () => {
     expect(await screen.findByRole("heading", { level: 2, name: "Triton" })).toBeTruthy();
     expect(screen.getByText("✓ Live")).toBeTruthy();
     expect(screen.getByText("✗ Not ready")).toBeTruthy();
+    const replicas = screen.getByRole("table", { name: "Triton replicas" });
+    const [up, down] = within(replicas).getAllByRole("row").slice(1);
+    expect(up.textContent).toBe("llm10.0.0.1:8001✓ Readyqwen");
+    expect(down.textContent).toBe("llm10.0.0.2:8001✗ Downnone");
     const gpus = screen.getByRole("region", { name: "GPUs" });
     expect(within(gpus).getByText("no GPU")).toBeTruthy();
     expect(within(gpus).getByText("NVML Shared Library Not Found").className).toContain("muted");

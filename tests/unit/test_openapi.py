@@ -38,7 +38,17 @@ def test_admin_answers_are_typed(openapi: dict[str, Any], method: str, path: str
 
 def test_status_names_every_part_the_dashboard_reads(openapi: dict[str, Any]) -> None:
     schemas = openapi["components"]["schemas"]
-    assert set(schemas["Status"]["properties"]) == {"collected_at", "triton", "models", "gpus", "host", "dependencies", "settings"}
+    assert set(schemas["Status"]["properties"]) == {
+        "collected_at",
+        "triton",
+        "replicas",
+        "models",
+        "gpus",
+        "host",
+        "dependencies",
+        "settings",
+    }
+    assert set(schemas["ReplicaState"]["properties"]) == {"upstream", "address", "live", "ready", "models"}
     assert {"state", "statistics", "placement", "runtime", "cache", "download", "vllm"} <= set(schemas["ModelState"]["properties"])
 
 

@@ -53,8 +53,8 @@ from passerelle.models import router as models
 from passerelle.models.serving import ModelsServing
 from passerelle.responses import router as responses
 from passerelle.responses.serving import ResponsesServing
-from passerelle.triton.client import TritonClient
 from passerelle.triton.lifecycle import ModelControl
+from passerelle.triton.upstreams import Tritons
 
 log = logging.getLogger("passerelle")
 
@@ -77,7 +77,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     metrics: Metrics = app.state.metrics
     shared = SharedState(settings.model_cache_dir / ".passerelle")
-    triton = app.state.triton = TritonClient(settings.triton_grpc_url, settings.triton_http_url)
+    triton = app.state.triton = Tritons(settings)
     catalog = Catalog.from_repositories(
         settings.model_repository, model_cache_dir=settings.model_cache_dir, retry_after_s=settings.unavailable_retry_after_s
     )

@@ -83,7 +83,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Unload */
+        /**
+         * Unload
+         * @description Unload the model from every replica of its upstream, or from the one named.
+         */
         post: operations["admin_unload_model"];
         delete?: never;
         options?: never;
@@ -866,6 +869,8 @@ export interface components {
             gpus?: number[] | null;
             /** Instances */
             instances?: number | null;
+            /** Replica */
+            replica?: string | null;
         };
         /** Loaded */
         Loaded: {
@@ -955,6 +960,8 @@ export interface components {
             owned_by: string;
             /** Parent */
             parent?: string | null;
+            /** Replicas */
+            replicas: components["schemas"]["ReplicaCard"][];
             /** Root */
             root: string;
             /** State */
@@ -1067,6 +1074,36 @@ export interface components {
              * @enum {string}
              */
             type: "json_object" | "text";
+        };
+        /**
+         * ReplicaCard
+         * @description The model's state on one Triton of the upstream that serves it.
+         */
+        ReplicaCard: {
+            /** Address */
+            address: string;
+            /** State */
+            state: string;
+            /** Upstream */
+            upstream: string;
+        };
+        /**
+         * ReplicaState
+         * @description One Triton of an upstream (TRITON_UPSTREAMS; the default upstream is TRITON_GRPC_URL).
+         */
+        ReplicaState: {
+            /** Address */
+            address: string;
+            /** Live */
+            live: boolean;
+            /** Models */
+            models: {
+                [key: string]: string;
+            };
+            /** Ready */
+            ready: boolean;
+            /** Upstream */
+            upstream: string;
         };
         /** ResponseFormat */
         ResponseFormat: {
@@ -1282,6 +1319,8 @@ export interface components {
             models: {
                 [key: string]: components["schemas"]["ModelState"];
             };
+            /** Replicas */
+            replicas: components["schemas"]["ReplicaState"][];
             settings: components["schemas"]["SettingsView"];
             triton: components["schemas"]["TritonState"];
         };
@@ -1718,7 +1757,9 @@ export interface operations {
     };
     admin_unload_model: {
         parameters: {
-            query?: never;
+            query?: {
+                replica?: string | null;
+            };
             header?: never;
             path: {
                 key: string;

@@ -77,7 +77,43 @@ function TritonSection({ status }: { status: Status }) {
           <code>{triton.metrics_url}</code>
         </dd>
       </dl>
+      <ReplicaTable replicas={status.replicas ?? []} />
     </section>
+  );
+}
+
+function ReplicaTable({ replicas }: { replicas: Status["replicas"] }) {
+  if (replicas.length === 0) return null;
+  return (
+    <table className="replicas" aria-label="Triton replicas">
+      <thead>
+        <tr>
+          <th>Upstream</th>
+          <th>Replica</th>
+          <th>State</th>
+          <th>Models ready</th>
+        </tr>
+      </thead>
+      <tbody>
+        {replicas.map((replica) => {
+          const ready = Object.entries(replica.models)
+            .filter(([, state]) => state === "READY")
+            .map(([name]) => name);
+          return (
+            <tr key={`${replica.upstream} ${replica.address}`} data-replica={replica.address}>
+              <td>{replica.upstream}</td>
+              <td>
+                <code>{replica.address}</code>
+              </td>
+              <td>
+                <Flag on={replica.live && replica.ready} yes="Ready" no={replica.live ? "Not ready" : "Down"} />
+              </td>
+              <td>{ready.length ? ready.join(", ") : <span className="muted">none</span>}</td>
+            </tr>
+          );
+        })}
+      </tbody>
+    </table>
   );
 }
 

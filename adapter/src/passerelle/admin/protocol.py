@@ -13,6 +13,8 @@ class LoadRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     gpus: list[int] | None = Field(default=None, max_length=64)
     instances: int | None = Field(default=None, ge=1, le=16)
+    # One replica of the model's upstream (its address, as the status lists it); default: every replica.
+    replica: str | None = Field(default=None, min_length=1, max_length=300)
 
     @field_validator("gpus")
     @classmethod
@@ -138,11 +140,22 @@ class SettingsView(BaseModel):
     model_cache_dir: str
 
 
+class ReplicaState(BaseModel):
+    """One Triton of an upstream (TRITON_UPSTREAMS; the default upstream is TRITON_GRPC_URL)."""
+
+    upstream: str
+    address: str
+    live: bool
+    ready: bool
+    models: dict[str, str]  # the upstream's models on this replica: Triton's state (READY, UNAVAILABLE, ...)
+
+
 class Status(BaseModel):
     """`GET /api/admin/status`: the latest sample of Triton, its models, GPUs and hosts."""
 
     collected_at: float
     triton: TritonState
+    replicas: list[ReplicaState]
     models: dict[str, ModelState]
     gpus: GpuState
     host: HostState

@@ -3,7 +3,9 @@ the Hugging Face token and the monitor. The admin key, or loopback only, guards 
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 
 from passerelle.admin.protocol import (
@@ -40,8 +42,9 @@ async def load(key: str, admin: AdminServingDep, body: LoadRequest | None = None
 
 
 @router.post("/models/{key}/unload", response_model=Unloaded, operation_id="admin_unload_model")
-async def unload(key: str, admin: AdminServingDep) -> Unloaded:
-    return await admin.unload(key)
+async def unload(key: str, admin: AdminServingDep, replica: Annotated[str | None, Query(min_length=1, max_length=300)] = None) -> Unloaded:
+    """Unload the model from every replica of its upstream, or from the one named."""
+    return await admin.unload(key, replica)
 
 
 @router.post(

@@ -27,8 +27,8 @@ from passerelle.admin.tokens import InvalidToken, TokenStore, masked
 from passerelle.core.catalog import Catalog, RepositoryModel
 from passerelle.core.config import Settings
 from passerelle.core.errors import ErrorResponse, InvalidRequest, NotFound
-from passerelle.triton.client import TritonClient
 from passerelle.triton.lifecycle import ModelControl
+from passerelle.triton.upstreams import Tritons
 
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -38,7 +38,7 @@ class AdminServing:
         self,
         settings: Settings,
         catalog: Catalog,
-        triton: TritonClient,
+        triton: Tritons,
         control: ModelControl,
         monitor: Monitor,
         downloads: DownloadManager,
@@ -94,14 +94,24 @@ class AdminServing:
 
     async def load(self, key: str, body: LoadRequest) -> Loaded:
         entry = self._entry(key)
-        await self.control.load(key, await self._override(entry, body))
+        await self._check_replica(key, body.replica)
+        await self.control.load(key, await self._override(entry, body), replica=body.replica)
         config = await self.triton.model_config(key)
         return Loaded(model=key, load_duration_s=self.control.record(key).load_duration_s, instance_group=config.get("instance_group", []))
 
-    async def unload(self, key: str) -> Unloaded:
+    async def unload(self, key: str, replica: str | None = None) -> Unloaded:
         self._entry(key)
-        await self.control.unload(key)
+        await self._check_replica(key, replica)
+        await self.control.unload(key, replica=replica)
         return Unloaded(model=key)
+
+    async def _check_replica(self, key: str, replica: str | None) -> None:
+        if replica is None:
+            return
+        replicas = await self.triton.upstream(key).replicas()
+        if replica not in replicas:
+            message = f"'{replica}' is not a replica of the upstream serving '{key}'; its replicas: {', '.join(replicas) or 'none found'}."
+            raise InvalidRequest(message, param="replica", code="unknown_replica")
 
     async def download(self, key: str, *, wait: bool) -> JSONResponse:
         source = self._entry(key).artifact_source

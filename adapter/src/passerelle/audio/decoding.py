@@ -167,9 +167,10 @@ class AudioDecoder:
         return UnsupportedFormat("The file is not audio that ffmpeg recognises.")
 
     @asynccontextmanager
-    async def decoded(self, upload: IO[bytes], size: int) -> AsyncIterator[DecodedAudio]:
+    async def decoded(self, upload: IO[bytes], size: int, *, shared_memory: bool | None = None) -> AsyncIterator[DecodedAudio]:
         """Probe and decode an upload already on disk (or spooled); raise the API's 4xx errors.
-        The PCM (shared memory included) is released when the block ends."""
+        The PCM (shared memory included) is released when the block ends. `shared_memory`: whether the
+        PCM goes to a shared-memory object (default: AUDIO_TRANSFER for the default Triton)."""
         if size == 0:
             raise InvalidRequest("The uploaded file is empty.", param="file", code="empty_file")
         if size > self.settings.max_audio_upload_bytes:
@@ -186,7 +187,7 @@ class AudioDecoder:
             raise self._too_long(declared)
         audio = DecodedAudio(0, 0.0)
         try:
-            if self.settings.audio_through_shared_memory:
+            if self.settings.audio_through_shared_memory if shared_memory is None else shared_memory:
                 audio.shared_memory = self.settings.shared_memory_dir / f"passerelle-audio-{uuid.uuid4().hex}"
                 # Created here, readable by this user only (ffmpeg then writes into it, keeping the mode).
                 os.close(os.open(audio.shared_memory, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))

@@ -24,8 +24,8 @@ from passerelle.audio.tensors import Diarization, IdentifiedLanguage, KnownSpeak
 from passerelle.core.errors import TritonFailure
 from passerelle.core.observability import Metrics
 from passerelle.core.streaming import to_completion
-from passerelle.triton.client import TritonClient
 from passerelle.triton.lifecycle import ModelControl
+from passerelle.triton.upstreams import Tritons
 
 log = logging.getLogger("passerelle.speech")
 _UNREGISTER_WAIT_S = 30.0
@@ -36,7 +36,7 @@ def _last(window: TranscriptWindow) -> bool:
 
 
 class SpeechService:
-    def __init__(self, triton: TritonClient, control: ModelControl, metrics: Metrics) -> None:
+    def __init__(self, triton: Tritons, control: ModelControl, metrics: Metrics) -> None:
         self.triton = triton
         self.control = control
         self.metrics = metrics
@@ -60,31 +60,31 @@ class SpeechService:
 
     async def _infer_shared(self, model: str, audio: DecodedAudio, scalars: list[tensors.Scalar], outputs: tuple[str, ...]) -> InferResult:
         """The PCM stays in its shared-memory object: registered with Triton for this request only."""
-        async with self._registered(audio) as region:
+        async with self._registered(model, audio) as region:
             tensor = InferInput("audio", [audio.samples], "FP32")
             tensor.set_shared_memory(region, audio.byte_size)
             inputs = [tensor, *(tensors.grpc_input(scalar) for scalar in scalars)]
             return await self.triton.infer(model, inputs, tensors.requested(outputs))
 
     @asynccontextmanager
-    async def _registered(self, audio: DecodedAudio) -> AsyncIterator[str]:
+    async def _registered(self, model: str, audio: DecodedAudio) -> AsyncIterator[str]:
         """A region over the audio's shared-memory object, registered with Triton while the block runs.
         It is unregistered however the block ends, a client that left included."""
         region = f"passerelle-audio-{uuid.uuid4().hex}"
         try:
-            await self.triton.register_system_shared_memory(region, audio.shared_memory_key, audio.byte_size)
+            await self.triton.register_system_shared_memory(model, region, audio.shared_memory_key, audio.byte_size)
             yield region
         finally:
-            await to_completion(self._unregister(region))
+            await to_completion(self._unregister(model, region))
 
-    async def _unregister(self, region: str) -> None:
+    async def _unregister(self, model: str, region: str) -> None:
         """Triton releases a request's inputs just after it answers (a cancelled request: once the
         model has seen the cancellation), and refuses to unregister a region still "in use"
         meanwhile: retry. A failure is logged, never the client's."""
         deadline = time.monotonic() + _UNREGISTER_WAIT_S
         while True:
             try:
-                await self.triton.unregister_system_shared_memory(region)
+                await self.triton.unregister_system_shared_memory(model, region)
                 return
             except TritonFailure as failure:
                 if "in use" not in failure.message or time.monotonic() > deadline:
@@ -121,7 +121,7 @@ class SpeechService:
         async with self.control.serving(*needs), AsyncExitStack() as resources:
             tensor = InferInput("audio", [audio.samples], "FP32")
             if audio.shared_memory is not None:
-                tensor.set_shared_memory(await resources.enter_async_context(self._registered(audio)), audio.byte_size)
+                tensor.set_shared_memory(await resources.enter_async_context(self._registered(stream_model, audio)), audio.byte_size)
             else:
                 assert audio.pcm is not None
                 tensor.set_data_from_numpy(audio.pcm)

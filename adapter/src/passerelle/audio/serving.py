@@ -97,6 +97,13 @@ class AudioServing:
             return source, require_language(form.target_language, "target_language")
         return source, "en" if task == "translate" else source
 
+    def _shares_memory(self, models: list[str]) -> bool:
+        """Whether the PCM may go to Triton as shared memory: every model that may receive it (the
+        language identifier included) is on a Triton of this host with a single replica."""
+        identifier = self.catalog.language_identifier()
+        receivers = [*models, *([identifier.key] if identifier is not None else [])]
+        return all(self.speech.triton.shares_memory(model) for model in receivers if model)
+
     async def _identify(self, audio: DecodedAudio, candidates: list[str]) -> str:
         model = self.catalog.language_identifier()
         if model is None:
@@ -158,7 +165,8 @@ class AudioServing:
         with the source and target languages it ran with."""
         diarizer = pipeline.parameters.get("diarization_model", "") if pipeline is not None else ""
         known = await self._known_speakers(form, diarizer) if pipeline is not None else None
-        async with self.decoder.decoded(upload.file, upload.size or 0) as audio:
+        receivers = [model.key] if pipeline is None else [pipeline.key, model.key, diarizer]
+        async with self.decoder.decoded(upload.file, upload.size or 0, shared_memory=self._shares_memory(receivers)) as audio:
             source, target = await self._languages(audio, form, task=task)
             if pipeline is None:
                 speech = await self.speech.transcribe(model.key, audio, source, target, punctuation=form.punctuation, timestamps=timestamps)
@@ -198,7 +206,7 @@ class AudioServing:
         known = await self._known_speakers(form, diarizer) if diarized else None
 
         async def windows() -> AsyncGenerator[TranscriptWindow]:
-            async with self.decoder.decoded(upload.file, upload.size or 0) as audio:
+            async with self.decoder.decoded(upload.file, upload.size or 0, shared_memory=self._shares_memory(needs)) as audio:
                 source, target = await self._languages(audio, form, task="transcribe")
                 stream = self.speech.transcribe_stream(
                     needs,
@@ -244,7 +252,7 @@ class AudioServing:
         model = self._model(form.model, "diarization")
         request.state.model = model.key
         known = await self._known_speakers(form, model.key)
-        async with self.decoder.decoded(upload.file, upload.size or 0) as audio:
+        async with self.decoder.decoded(upload.file, upload.size or 0, shared_memory=self._shares_memory([model.key])) as audio:
             diarization = await self.speech.diarize(model.key, audio, form, known)
         body = formats.seed_diarization(diarization, rttm=form.rttm)
         return JSONResponse(body.model_dump(mode="json", exclude_none=True), headers=formats.timing_headers(audio))

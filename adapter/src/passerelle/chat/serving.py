@@ -41,8 +41,8 @@ from passerelle.core.errors import InvalidRequest
 from passerelle.core.observability import Metrics
 from passerelle.core.streaming import ToError, coalesced, drained, primed, sse_response, until_disconnect
 from passerelle.core.workers import PreparePool
-from passerelle.triton.client import TritonClient
 from passerelle.triton.lifecycle import ModelControl
+from passerelle.triton.upstreams import Tritons
 from passerelle.triton.vllm import Delta, Generation, TokenChoice
 
 _NOTHING_MORE = '"logprobs":null,"finish_reason":null'
@@ -273,7 +273,7 @@ class ChatAccumulator:
 class LLMEngine:
     """Generations on Triton's vLLM backend, each under its model's lifecycle and metrics (chat and completions)."""
 
-    def __init__(self, triton: TritonClient, control: ModelControl, metrics: Metrics) -> None:
+    def __init__(self, triton: Tritons, control: ModelControl, metrics: Metrics) -> None:
         self.triton = triton
         self.control = control
         self.metrics = metrics

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 CommaList = Annotated[list[str], NoDecode]
@@ -17,6 +17,15 @@ def _split_commas(value: object) -> object:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
     return value
+
+
+class UpstreamSetting(BaseModel):
+    """One upstream of TRITON_UPSTREAMS: a Triton, or its replicas, and the models it serves."""
+
+    model_config = ConfigDict(extra="forbid")
+    grpc: str = Field(min_length=1)  # host:port, ip:port,ip:port (replicas), or dns:///name:port (a headless Service)
+    http: str | None = None  # Triton's HTTP URL (audio held in memory travels there); a Service over the replicas
+    models: list[str] = Field(min_length=1)
 
 
 class Settings(BaseSettings):
@@ -34,6 +43,10 @@ class Settings(BaseSettings):
     triton_grpc_url: str = "127.0.0.1:8001"
     triton_http_url: str = "http://127.0.0.1:8000"
     triton_metrics_url: str = "http://127.0.0.1:8002/metrics"
+    # Several Tritons (JSON): {"llm": {"grpc": "dns:///triton-llm:8001", "http": "http://triton-llm:8000",
+    # "models": ["qwen"]}, ...}. Models no upstream names are served by TRITON_GRPC_URL/TRITON_HTTP_URL
+    # (docs/scale-out.md).
+    triton_upstreams: dict[str, UpstreamSetting] = Field(default_factory=dict)
     # The repositories Triton serves (comma-separated, as Triton takes several --model-repository).
     model_repository: Annotated[list[Path], NoDecode] = Field(default_factory=lambda: [Path("model_repository")])
     profile: Literal["auto", "cpu", "gpu"] = "auto"

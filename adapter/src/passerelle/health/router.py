@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from passerelle.core.observability import Metrics
-from passerelle.triton.client import TritonClient
+from passerelle.triton.upstreams import Tritons
 
 router = APIRouter(tags=["health"])
 
@@ -16,7 +16,7 @@ router = APIRouter(tags=["health"])
 @router.get("/health", operation_id="health")
 async def health(request: Request) -> JSONResponse:
     """Adapter liveness (it answers) and Triton readiness; 503 while Triton is not ready."""
-    triton: TritonClient = request.app.state.triton
+    triton: Tritons = request.app.state.triton
     live = await triton.server_live()
     ready = live and await triton.server_ready()
     body = {

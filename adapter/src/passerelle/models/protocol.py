@@ -7,6 +7,14 @@ from typing import Literal
 from pydantic import BaseModel
 
 
+class ReplicaCard(BaseModel):
+    """The model's state on one Triton of the upstream that serves it."""
+
+    upstream: str
+    address: str
+    state: str  # Triton's (READY, UNAVAILABLE, LOADING, ...), or DOWN when the replica does not answer
+
+
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
@@ -19,6 +27,7 @@ class ModelCard(BaseModel):
     state: str
     state_reason: str | None = None
     aliases: list[str]
+    replicas: list[ReplicaCard]
 
 
 class ModelList(BaseModel):

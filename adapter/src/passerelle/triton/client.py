@@ -96,10 +96,45 @@ class BinaryResult:
         return self._arrays.get(name)
 
 
+# A channel over several replicas: gRPC spreads the calls (round_robin), leaves out a replica that
+# fails the standard gRPC health check (Triton serves it), and retries a call that could not start.
+_BALANCED_SERVICE_CONFIG = {
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "healthCheckConfig": {"serviceName": ""},
+    "methodConfig": [
+        {
+            "name": [{"service": "inference.GRPCInferenceService"}],
+            "retryPolicy": {
+                "maxAttempts": 4,
+                "initialBackoff": "0.1s",
+                "maxBackoff": "1s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ],
+}
+# A replica's channel (and the balanced one) reconnects within 5 s of its Triton coming back,
+# instead of gRPC's backoff of up to 2 minutes; the rest are tritonclient's own defaults.
+_REPLICA_CHANNEL_ARGS = [
+    ("grpc.max_send_message_length", 2**31 - 1),
+    ("grpc.max_receive_message_length", 2**31 - 1),
+    ("grpc.max_reconnect_backoff_ms", 5000),
+]
+_BALANCED_CHANNEL_ARGS = [
+    *_REPLICA_CHANNEL_ARGS,
+    ("grpc.enable_retries", 1),
+    ("grpc.service_config", json.dumps(_BALANCED_SERVICE_CONFIG)),
+]
+
+
 class TritonClient:
-    def __init__(self, grpc_url: str, http_url: str | None = None) -> None:
+    def __init__(self, grpc_url: str, http_url: str | None = None, *, balanced: bool = False, replica: bool = False) -> None:
+        """`balanced`: `grpc_url` names several replicas (a `dns:` name, or an `ipv4:`/`ipv6:` list);
+        `replica`: one replica of such an upstream (status and control)."""
         self.grpc_url = grpc_url
-        self._client = grpcclient.InferenceServerClient(url=grpc_url)
+        channel_args = _BALANCED_CHANNEL_ARGS if balanced else _REPLICA_CHANNEL_ARGS if replica else None
+        self._client = grpcclient.InferenceServerClient(url=grpc_url, channel_args=channel_args)
         self._http = httpx.AsyncClient(base_url=http_url, timeout=httpx.Timeout(None, connect=10), trust_env=False) if http_url else None
 
     async def close(self) -> None:

@@ -33,8 +33,8 @@ from passerelle.core.config import Settings
 from passerelle.core.errors import APIError, Conflict, FailureKind, TritonFailure, Unavailable, from_triton, in_words
 from passerelle.core.observability import Metrics
 from passerelle.core.shared import FileLock, SharedState
-from passerelle.triton.client import TritonClient
 from passerelle.triton.metrics import parse_metrics
+from passerelle.triton.upstreams import Tritons
 
 log = logging.getLogger("passerelle.models")
 SYSTEM_MODEL = "system"  # the facts model: never unloaded for idleness
@@ -89,11 +89,12 @@ class LoadRecord:
 class _Load:
     task: asyncio.Task[None]
     override: dict[str, Any] | None
+    replica: str | None = None
 
 
 class ModelControl:
     def __init__(
-        self, triton: TritonClient, settings: Settings, metrics: Metrics, shared: SharedState, state: LifecycleState | None = None
+        self, triton: Tritons, settings: Settings, metrics: Metrics, shared: SharedState, state: LifecycleState | None = None
     ) -> None:
         self.triton = triton
         self.settings = settings
@@ -186,15 +187,16 @@ class ModelControl:
             raise self._unavailable(f"Model '{model}' is not loaded. {self.how_to_load(model)}", "model_unavailable")
         await self.load(model)
 
-    async def load(self, model: str, override: dict[str, Any] | None = None) -> None:
-        """Load (or join the running load of) `model`; `override` replaces fields of its config."""
+    async def load(self, model: str, override: dict[str, Any] | None = None, replica: str | None = None) -> None:
+        """Load (or join the running load of) `model`; `override` replaces fields of its config. On every
+        replica of the model's upstream that lacks it (with an override: on each), or on `replica` only."""
         running = self._loads.get(model)
-        if running is not None and running.override != override:
+        if running is not None and (running.override != override or running.replica != replica):
             raise Conflict(
                 f"Model '{model}' is already loading with another configuration; retry when it is done.", code="load_in_progress"
             )
         if running is None:
-            running = _Load(asyncio.create_task(self._load(model, override), name=f"load-{model}"), override)
+            running = _Load(asyncio.create_task(self._load(model, override, replica), name=f"load-{model}"), override, replica)
             self._loads[model] = running
             running.task.add_done_callback(lambda _: self._loads.pop(model, None))
         try:
@@ -206,12 +208,12 @@ class ModelControl:
                 raise self.api_error(failure, model) from failure
             raise self._unavailable(f"Model '{model}' failed to load: {in_words(failure.message)}", "model_load_failed") from failure
 
-    async def _load(self, model: str, override: dict[str, Any] | None) -> None:
+    async def _load(self, model: str, override: dict[str, Any] | None, replica: str | None = None) -> None:
         record = self.record(model)
         started = time.time()
         log.info("loading model %s through Triton%s", model, " with a config override" if override else "")
         try:
-            await self.triton.load_model(model, json.dumps(override) if override else None)
+            await self.triton.load_model(model, json.dumps(override) if override else None, replica)
         except TritonFailure as failure:
             record.last_error = failure.message
             self._publish(model, record)
@@ -227,7 +229,8 @@ class ModelControl:
         self.metrics.load_duration.labels(model=model, outcome="loaded").observe(record.load_duration_s)
         log.info("model %s ready in %.1f s", model, record.load_duration_s)
 
-    async def unload(self, model: str) -> None:
+    async def unload(self, model: str, replica: str | None = None) -> None:
+        """Unload `model` from every replica of its upstream, or from `replica` only."""
         in_flight = self.state.in_flight(model)
         if in_flight > 0:
             raise Conflict(f"Model '{model}' is serving {in_flight} request(s); unload it when they are done.", code="model_busy")
@@ -235,13 +238,14 @@ class ModelControl:
             raise Conflict(f"Model '{model}' is loading; unload it when the load is done.", code="load_in_progress")
         self._ready_checked.pop(model, None)
         try:
-            await self.triton.unload_model(model)
+            await self.triton.unload_model(model, replica)
         except TritonFailure as failure:
             raise self.api_error(failure, model) from failure
-        record = self.record(model)
-        record.loaded_at = None
-        self._publish(model, record)
-        log.info("model %s unloaded", model)
+        if replica is None:
+            record = self.record(model)
+            record.loaded_at = None
+            self._publish(model, record)
+        log.info("model %s unloaded%s", model, f" from replica {replica}" if replica else "")
 
     async def preload(self, models: list[str]) -> None:
         for model in models:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -28,6 +29,7 @@ from passerelle.admin.protocol import (
     HostState,
     ModelRuntime,
     ModelState,
+    ReplicaState,
     SettingsView,
     Status,
     TritonState,
@@ -35,16 +37,14 @@ from passerelle.admin.protocol import (
 from passerelle.core.catalog import Catalog, RepositoryModel
 from passerelle.core.config import Settings
 from passerelle.core.errors import TritonFailure
-from passerelle.triton.client import TritonClient
 from passerelle.triton.lifecycle import ModelControl
+from passerelle.triton.upstreams import Tritons
 
 log = logging.getLogger("passerelle.monitor")
 
 
 class Monitor:
-    def __init__(
-        self, settings: Settings, triton: TritonClient, catalog: Catalog, control: ModelControl, downloads: DownloadManager
-    ) -> None:
+    def __init__(self, settings: Settings, triton: Tritons, catalog: Catalog, control: ModelControl, downloads: DownloadManager) -> None:
         self.settings = settings
         self.triton = triton
         self.catalog = catalog
@@ -85,6 +85,7 @@ class Monitor:
     async def sample(self) -> Status:
         now = time.time()
         triton = await collect_triton(self.triton, self._http, self.settings.triton_metrics_url)
+        replicas = [ReplicaState(**dataclasses.asdict(sample)) for sample in await self.triton.replica_samples(rejoin=True)]
         facts = await system_facts(self.triton, triton.index) if triton.live else None
         host, caches, adapter = await asyncio.to_thread(
             lambda: (host_facts(), cache_states(self.catalog.entries, self.settings.model_cache_dir), self.control.metrics.model_samples())
@@ -106,6 +107,7 @@ class Monitor:
                 http_url=self.settings.triton_http_url,
                 metrics_url=self.settings.triton_metrics_url,
             ),
+            replicas=replicas,
             models=models,
             gpus=gpu_state(facts, triton.metrics),
             host=HostState(adapter=host, triton=(facts or {}).get("host")),

@@ -12,14 +12,14 @@ from tritonclient.grpc import InferRequestedOutput
 
 from passerelle.admin.protocol import Dependencies, GpuState
 from passerelle.core.errors import TritonFailure
-from passerelle.triton.client import TritonClient
 from passerelle.triton.lifecycle import SYSTEM_MODEL
 from passerelle.triton.metrics import Samples
+from passerelle.triton.upstreams import Tritons
 
 log = logging.getLogger("passerelle.monitor")
 
 
-async def system_facts(triton: TritonClient, index: list[dict[str, str]]) -> dict[str, Any] | None:
+async def system_facts(triton: Tritons, index: list[dict[str, str]]) -> dict[str, Any] | None:
     """The facts, when the system model is READY in `index` (Triton's repository index)."""
     if not any(entry.get("name") == SYSTEM_MODEL and entry.get("state") == "READY" for entry in index):
         return None

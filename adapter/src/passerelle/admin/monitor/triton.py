@@ -11,8 +11,8 @@ import httpx
 
 from passerelle.admin.protocol import ModelStatistics
 from passerelle.core.errors import TritonFailure
-from passerelle.triton.client import TritonClient
 from passerelle.triton.metrics import Samples, parse_metrics
+from passerelle.triton.upstreams import Tritons
 
 log = logging.getLogger("passerelle.monitor")
 
@@ -27,7 +27,7 @@ class TritonSample:
     metrics: Samples = field(default_factory=dict)
 
 
-async def collect_triton(triton: TritonClient, http: httpx.AsyncClient, metrics_url: str) -> TritonSample:
+async def collect_triton(triton: Tritons, http: httpx.AsyncClient, metrics_url: str) -> TritonSample:
     sample = TritonSample(live=await triton.server_live())
     if not sample.live:
         return sample

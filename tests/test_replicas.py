@@ -1,0 +1,260 @@
+"""Several Tritons behind one adapter: two replicas of the LLM upstream, one Triton for audio.
+
+Three real `tritonserver` processes on loopback. The adapter reaches the LLM replicas through one
+gRPC channel that gRPC spreads (`round_robin` over an `ipv4:` list, with gRPC health checking), and
+the audio Triton as its default upstream. One LLM replica is killed during a run of 200 requests,
+then started again: it must show as down, rejoin, get qwen loaded again and serve.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import tritonclient.grpc as grpcclient
+
+from conftest import ADMIN_KEY, backend_regions, remove_orphaned_engine_memory
+from passerelle_stack.launcher import Stack, StackConfig
+from speech import SpeechSet
+
+HELLO = [{"role": "user", "content": "Hello"}]
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+HANG_S = 60.0
+
+
+@dataclass
+class Replicas:
+    adapter: str
+    llm: list[Stack]
+    audio: Stack
+
+    def address(self, stack: Stack) -> str:
+        return stack.triton_grpc
+
+
+def _successes(stack: Stack) -> int:
+    stats = httpx.get(f"{stack.triton_http}/v2/models/qwen/stats", timeout=30).json()
+    return sum(int(entry["inference_stats"]["success"]["count"]) for entry in stats["model_stats"])
+
+
+def _load_qwen(stack: Stack) -> None:
+    with grpcclient.InferenceServerClient(stack.triton_grpc) as triton:
+        triton.load_model("qwen", client_timeout=600)
+
+
+@pytest.fixture(scope="module")
+def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
+    stacks = [Stack(StackConfig.on_free_ports(tmp_path_factory.mktemp(name))) for name in ("llm-a", "llm-b", "audio")]
+    *llm, audio = stacks
+    try:
+        for stack in stacks:
+            stack.prepare()
+            stack.start_triton()
+        with ThreadPoolExecutor(2) as pool:  # both at once: the load is mostly waiting on the engine's start
+            list(pool.map(_load_qwen, llm))
+        upstreams = {
+            "llm": {
+                "grpc": ",".join(stack.triton_grpc for stack in llm),
+                "http": llm[0].triton_http,
+                "models": ["qwen"],
+            },
+            # The audio Triton named twice: an upstream of several replicas, which gets audio over HTTP.
+            "speech": {"grpc": f"{audio.triton_grpc},{audio.triton_grpc}", "http": audio.triton_http, "models": ["pyannote"]},
+        }
+        url = audio.start_adapter(
+            env={
+                "TRITON_UPSTREAMS": json.dumps(upstreams),
+                "OPENAI_API_KEYS": "",
+                "ADMIN_API_KEY": ADMIN_KEY,
+                "LAZY_LOAD_MODELS": "true",
+                "STATUS_INTERVAL_S": "1",
+                "DEFAULT_AUDIO_LANGUAGE": "en",
+                "LOG_LEVEL": "INFO",
+            }
+        )
+        yield Replicas(url, llm, audio)
+    finally:
+        for stack in stacks:
+            stack.stop()
+
+
+def _status(replicas: Replicas) -> dict[str, Any]:
+    response = httpx.get(f"{replicas.adapter}/api/admin/status", headers=ADMIN, timeout=HANG_S)
+    assert response.status_code == 200, response.text
+    status: dict[str, Any] = response.json()
+    return status
+
+
+def _replica(status: dict[str, Any], address: str) -> dict[str, Any]:
+    found: list[dict[str, Any]] = [replica for replica in status["replicas"] if replica["address"] == address]
+    assert len(found) == 1, status["replicas"]
+    return found[0]
+
+
+def _wait_for(check: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"not within {timeout:.0f} s: {what}"
+        time.sleep(0.5)
+
+
+def test_requests_spread_over_both_llm_replicas(replicas: Replicas) -> None:
+    before = [_successes(stack) for stack in replicas.llm]
+    with httpx.Client(base_url=replicas.adapter, timeout=HANG_S) as client:
+        for _ in range(20):
+            response = client.post("/v1/chat/completions", json={"model": "qwen", "messages": HELLO, "max_tokens": 2})
+            assert response.status_code == 200, response.text
+    served = [_successes(stack) - count for stack, count in zip(replicas.llm, before, strict=True)]
+    print(f"20 requests served by the replicas: {served}")
+    assert sum(served) == 20 and min(served) >= 5, served  # round_robin: about ten each
+
+    status = _status(replicas)
+    upstreams = {(replica["upstream"], replica["address"]) for replica in status["replicas"]}
+    assert {("llm", stack.triton_grpc) for stack in replicas.llm} <= upstreams
+    assert ("default", replicas.audio.triton_grpc) in upstreams
+    for stack in replicas.llm:
+        assert _replica(status, stack.triton_grpc)["models"] == {"qwen": "READY"}
+    [card] = [card for card in httpx.get(f"{replicas.adapter}/v1/models", timeout=HANG_S).json()["data"] if card["id"] == "qwen"]
+    assert card["state"] == "READY"
+    assert sorted((item["address"], item["state"]) for item in card["replicas"]) == sorted((s.triton_grpc, "READY") for s in replicas.llm)
+
+
+def test_audio_on_an_upstream_of_several_replicas_goes_over_http(replicas: Replicas, speech: SpeechSet) -> None:
+    """Shared memory needs the one Triton of this host; with several replicas the PCM travels in the
+    request over Triton's HTTP protocol, so no region is ever registered."""
+    registered: list[str] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            regions = httpx.get(f"{replicas.audio.triton_http}/v2/systemsharedmemory/status", timeout=30).json()
+            registered.extend(region["name"] for region in regions)
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with speech.dialogue.open("rb") as audio:
+            response = httpx.post(f"{replicas.adapter}/api/diarization/process", files={"file": ("a.wav", audio, "audio/wav")}, timeout=600)
+    finally:
+        stop.set()
+        watcher.join()
+    assert response.status_code == 200, response.text
+    assert "segments" in response.json()
+    assert registered == [], registered
+
+
+@dataclass
+class Outcome:
+    started: float
+    ended: float
+    kind: str
+
+
+def _stream(base: str) -> Outcome:
+    started = time.monotonic()
+    body = {"model": "qwen", "messages": HELLO, "max_tokens": 24, "ignore_eos": True, "stream": True}
+    try:
+        with httpx.Client(base_url=base, timeout=HANG_S) as client, client.stream("POST", "/v1/chat/completions", json=body) as response:
+            if response.status_code != 200:
+                response.read()
+                return Outcome(started, time.monotonic(), f"refused {response.status_code}: {response.text[:200]}")
+            lines = [line for line in response.iter_lines() if line.startswith("data: ")]
+    except httpx.TimeoutException:
+        return Outcome(started, time.monotonic(), "hung")
+    ended = time.monotonic()
+    if lines[-1:] != ["data: [DONE]"]:
+        return Outcome(started, ended, f"cut without [DONE]: {lines[-2:]}")
+    events = [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
+    if "error" in events[-1]:
+        return Outcome(started, ended, f"error event {events[-1]['error']['code']}")
+    finished = events[-1]["choices"][0]["finish_reason"] if events[-1]["choices"] else events[-2]["choices"][0]["finish_reason"]
+    return Outcome(started, ended, "served" if finished == "length" else f"finished {finished}")
+
+
+def test_a_replica_killed_under_load_then_back(replicas: Replicas) -> None:
+    """200 streams, 8 at a time; one LLM replica is SIGKILLed after 50 have started. Every stream that
+    starts after the kill is served; the streams on the dead replica end with an error event. The
+    replica then shows down; started again, it gets qwen back from the adapter and serves."""
+    victim, survivor = replicas.llm[1], replicas.llm[0]
+    outcomes: list[Outcome] = []
+    killed_at: list[float] = []
+    regions = backend_regions(victim)
+    started = threading.Semaphore(0)
+
+    def one() -> Outcome:
+        started.release()
+        return _stream(replicas.adapter)
+
+    def kill_after(count: int) -> None:
+        for _ in range(count):
+            started.acquire()
+        killed_at.append(time.monotonic())
+        os.killpg(victim.processes["tritonserver"].pid, signal.SIGKILL)
+
+    with ThreadPoolExecutor(8) as pool:
+        killer = threading.Thread(target=kill_after, args=(50,))
+        killer.start()
+        outcomes = list(pool.map(lambda _: one(), range(200)))
+        killer.join()
+    victim.processes["tritonserver"].wait(timeout=HANG_S)
+    victim.processes.pop("tritonserver")
+    for region in regions:
+        (Path("/dev/shm") / region).unlink(missing_ok=True)
+    remove_orphaned_engine_memory()
+
+    kill = killed_at[0]
+    kinds: dict[str, int] = {}
+    for outcome in outcomes:
+        kinds[outcome.kind] = kinds.get(outcome.kind, 0) + 1
+    print(f"outcomes of 200 streams with a replica killed: {kinds}")
+    after = [outcome for outcome in outcomes if outcome.started > kill + 0.5]
+    assert len(after) > 50
+    assert all(outcome.kind == "served" for outcome in after), [o.kind for o in after if o.kind != "served"][:5]
+    during = [outcome for outcome in outcomes if outcome.started <= kill + 0.5]
+    bad = [outcome.kind for outcome in during if outcome.kind not in ("served", "error event triton_unavailable")]
+    assert not bad, bad[:5]
+    assert max(outcome.ended - outcome.started for outcome in outcomes) < HANG_S
+
+    _wait_for(lambda: not _replica(_status(replicas), victim.triton_grpc)["live"], 30, "the killed replica shows down")
+    assert _replica(_status(replicas), survivor.triton_grpc)["models"] == {"qwen": "READY"}
+    models = {card["id"]: card for card in httpx.get(f"{replicas.adapter}/v1/models", timeout=HANG_S).json()["data"]}
+    assert {item["address"]: item["state"] for item in models["qwen"]["replicas"]}[victim.triton_grpc] == "DOWN"
+
+    victim.start_triton()  # the same ports; Triton starts with no model loaded (explicit model control)
+    back = time.monotonic()
+    rejoined = lambda: _replica(_status(replicas), victim.triton_grpc)["models"].get("qwen") == "READY"  # noqa: E731
+    _wait_for(rejoined, 600, "the adapter loads qwen on the replica")
+    print(f"the replica rejoined with qwen loaded {time.monotonic() - back:.1f} s after it started")
+    before = _successes(victim)
+    with httpx.Client(base_url=replicas.adapter, timeout=HANG_S) as client:
+        for _ in range(10):
+            response = client.post("/v1/chat/completions", json={"model": "qwen", "messages": HELLO, "max_tokens": 2})
+            assert response.status_code == 200, response.text
+    assert _successes(victim) - before >= 2, "the replica that came back serves no request"
+
+
+def test_unload_from_one_named_replica(replicas: Replicas) -> None:
+    """The admin API acts on one replica when named: the other keeps the model, and requests that
+    meet the replica without it go to the other."""
+    target, other = replicas.llm[1], replicas.llm[0]
+    with httpx.Client(base_url=replicas.adapter, headers=ADMIN, timeout=HANG_S) as client:
+        unknown = client.post("/api/admin/models/qwen/unload", params={"replica": "127.0.0.1:1"})
+        assert unknown.status_code == 400 and unknown.json()["error"]["code"] == "unknown_replica", unknown.text
+        response = client.post("/api/admin/models/qwen/unload", params={"replica": target.triton_grpc})
+        assert response.status_code == 200, response.text
+        _wait_for(lambda: _replica(_status(replicas), target.triton_grpc)["models"].get("qwen") != "READY", 30, "qwen unloaded there")
+        assert _replica(_status(replicas), other.triton_grpc)["models"] == {"qwen": "READY"}
+        for _ in range(6):
+            chat = client.post("/v1/chat/completions", json={"model": "qwen", "messages": HELLO, "max_tokens": 2})
+            assert chat.status_code == 200, chat.text
