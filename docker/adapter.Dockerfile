@@ -67,12 +67,18 @@ COPY --from=deps /opt/venv /opt/venv
 # tooling that installs and launches tritonserver; nothing at run time imports it.
 COPY adapter/src/passerelle /app/src/passerelle
 COPY --from=dashboard /dashboard/dist /app/dashboard
+# The model repository the adapter reads (config.pbtxt: tasks, hf_repo, backends); compose mounts
+# the checkout's copy over it, Kubernetes uses this one (the Triton image carries the same).
+COPY model_repository /models/repository
 
-# Settings are read from the environment (passerelle/config.py; names are the upper-case field names).
+# Settings are read from the environment (passerelle/core/config.py; names are the upper-case field names).
 # These are the container's defaults; docker/compose.yaml sets the deployment's values. ffmpeg and
 # ffprobe are named by absolute path, so nothing earlier on PATH (the venv's bin/) can stand in.
-# Audio uploads are spooled to /tmp (Starlette's form parser) while they are decoded: up to
-# MAX_AUDIO_UPLOAD_BYTES each, in the container's writable layer.
+# The image runs with a read-only root filesystem (compose: read_only; Kubernetes:
+# readOnlyRootFilesystem). It writes only to /tmp (audio uploads are spooled there by Starlette's
+# form parser while they are decoded, up to MAX_AUDIO_UPLOAD_BYTES each), to the model cache
+# (/models/cache: admin downloads, the HF token, load records; HF_HOME points there too, so that
+# huggingface_hub never writes to the read-only home) and to /dev/shm (AUDIO_TRANSFER=shared_memory).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/app/src \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -82,6 +88,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PROFILE=gpu \
     MODEL_REPOSITORY=/models/repository \
     MODEL_CACHE_DIR=/models/cache \
+    HF_HOME=/models/cache/hf-home \
     HF_HUB_OFFLINE=1 \
     HF_HUB_DISABLE_TELEMETRY=1 \
     FFMPEG_BINARY=/usr/bin/ffmpeg \

@@ -11,11 +11,19 @@
 # Build from the repository root (the build context must be the root):
 #   docker build -f docker/triton.Dockerfile -t passerelle/triton .
 #   docker build -f docker/triton.Dockerfile --build-arg TRITON_TAG=26.01 -t passerelle/triton .
-# Qwen3-VL needs vLLM >= 0.11, which the vllm-python-py3 images carry from 25.11 on; the build
-# fails on an older tag. The default is 26.01: NVIDIA's vLLM backend reads structured outputs (JSON
-# schema, regex, choice, grammar) from the `structured_outputs` key of `sampling_parameters` only
-# after 25.11 (vllm_backend commit 83179b1, 2025-11-25; before, the key was `guided_decoding`), and
-# the adapter sends that key.
+#
+# The tag is pinned to 26.01 (compose.yaml and .env.example default to the same; a test checks that
+# they agree). Why that one:
+#   - Qwen3-VL needs vLLM >= 0.11, which the vllm-python-py3 images carry from 25.11 on; the build
+#     fails on an older tag (the vLLM check below).
+#   - The adapter sends structured outputs (JSON schema, regex, choice, grammar; also how `required`
+#     and named tool choices are constrained) under the `structured_outputs` key of
+#     `sampling_parameters` (adapter/src/passerelle/chat/). NVIDIA's vLLM backend reads that
+#     key only after 25.11 (vllm_backend commit 83179b1, 2025-11-25; before it, the key was
+#     `guided_decoding`, and a 25.11 image would ignore the constraint without an error).
+#   - 26.01 is the first monthly release that carries both, so the fewest untested changes.
+# For a byte-for-byte pin, build FROM the tag's digest (docker buildx imagetools inspect
+# nvcr.io/nvidia/tritonserver:26.01-vllm-python-py3) once you have pulled it.
 
 ARG TRITON_TAG=26.01
 FROM nvcr.io/nvidia/tritonserver:${TRITON_TAG}-vllm-python-py3
@@ -153,6 +161,11 @@ ENV MODEL_CACHE_DIR=/models/cache \
 # so that nothing there can shadow a package.
 WORKDIR /opt/passerelle
 
+# The model repository (git's model_repository/, the production configuration; Triton ignores the
+# profiles/ folders, which are not version directories). Kubernetes runs it from the image;
+# compose mounts the checkout's copy over it, read-only.
+COPY model_repository /models/repository
+
 # 8000 HTTP (KServe v2, health), 8001 gRPC (the adapter's streams), 8002 Prometheus metrics.
 EXPOSE 8000 8001 8002
 
@@ -160,10 +173,12 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/v2/health/live', timeout=4)"]
 
 # The model repository is git's model_repository/ as it is (it is the production configuration),
-# mounted read-only at /models/repository. Explicit model control: the adapter loads models
+# at /models/repository (above). Explicit model control: the adapter loads models
 # (PRELOAD_MODELS, or lazily on a first request); the small `system` model (GPU and dependency facts
-# for the admin API) is loaded at start. A generous /dev/shm must come with the container
-# (compose: shm_size) for the Python backend's shared memory. Each Python model instance starts with
+# for the admin API) is loaded at start; Kubernetes appends --load-model for its group's models and
+# --strict-readiness=true (a repeated flag: the last value wins), so that a pod is ready only once
+# they are (docker/kubernetes/). A generous /dev/shm must come with the container (compose:
+# shm_size; Kubernetes: an emptyDir of medium Memory) for the Python backend's shared memory. Each Python model instance starts with
 # a 16 MB region that grows in 64 MB steps (shm-growth-byte-size; the default step is 1 MB): audio
 # tensors are large, an hour of 16 kHz float32 PCM is 230 MB. NVIDIA's entrypoint prints the banner
 # and checks the driver before exec'ing tritonserver. Arguments given to `docker run` or compose's
