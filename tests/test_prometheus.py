@@ -12,7 +12,9 @@ import httpx
 import openai
 import pytest
 
+from deployment_promql import TRITON_GPU_METRICS_FROM_DOCS, all_expressions, autoscaling_queries, metric_names
 from passerelle_stack.launcher import Stack, free_port
+from speech import reference_clip
 
 PROMETHEUS = shutil.which("prometheus")
 
@@ -102,3 +104,58 @@ def test_prometheus_scrapes_triton_and_the_adapter(prometheus: str, client: open
         target["labels"]["job"]: target["health"] for target in httpx.get(f"{prometheus}/api/v1/targets").json()["data"]["activeTargets"]
     }
     assert healthy == {"triton": "up", "adapter": "up"}
+
+
+def exported_names(url: str, needed: set[str], timeout: float = 60) -> set[str]:
+    """The metric names Prometheus holds, once all of `needed` are among them (or the timeout passed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        names = set(httpx.get(f"{url}/api/v1/label/__name__/values", timeout=10).json()["data"])
+        if needed <= names or time.monotonic() > deadline:
+            return names
+        time.sleep(1)
+
+
+def samples(url: str, promql: str, timeout: float = 60) -> list[dict[str, object]]:
+    """The query's result, once it has at least one sample (or the timeout passed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        reply = httpx.get(f"{url}/api/v1/query", params={"query": promql}, timeout=10).json()
+        assert reply["status"] == "success", f"{promql}: {reply}"
+        if reply["data"]["result"] or time.monotonic() > deadline:
+            result: list[dict[str, object]] = reply["data"]["result"]
+            return result
+        time.sleep(1)
+
+
+@pytest.fixture(scope="module")
+def traffic(prometheus: str, client: openai.OpenAI, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Chat and audio through the stack, then the Prometheus that scraped it."""
+    list(client.chat.completions.create(model="qwen", messages=[{"role": "user", "content": "hi"}], max_tokens=4, stream=True))
+    # An audio request: canary (loaded by the adapter if it is not yet: a load it records).
+    with reference_clip(tmp_path_factory.mktemp("clip"), "en", "Good morning, this is a short test.").open("rb") as audio:
+        client.audio.transcriptions.create(model="canary", file=audio, language="en")
+    return prometheus
+
+
+def test_every_metric_of_the_dashboard_alerts_and_autoscaling_was_exported(traffic: str) -> None:
+    """docker/'s Grafana board, alert rules and KEDA queries read only metrics that this Triton and
+    adapter export. The GPU families cannot be exported without a GPU: they are checked against
+    Triton's documented list instead."""
+    used: dict[str, list[str]] = {}
+    for where, expression in all_expressions():
+        for name in metric_names(expression):
+            used.setdefault(name, []).append(where)
+    gpu = {name for name in used if name.startswith(("nv_gpu_", "nv_energy_"))}
+    names = exported_names(traffic, set(used) - gpu)
+    missing = {name: used[name] for name in sorted(set(used) - gpu - names)}
+    assert not missing, f"read by docker/ but never exported here: {missing}"
+    assert gpu <= TRITON_GPU_METRICS_FROM_DOCS, sorted(gpu - TRITON_GPU_METRICS_FROM_DOCS)
+    print(f"{len(used) - len(gpu)} metric names seen exported; GPU families checked against Triton's documentation only: {sorted(gpu)}")
+
+
+def test_each_autoscaling_query_returns_a_sample(traffic: str) -> None:
+    for where, query in autoscaling_queries():
+        result = samples(traffic, query)
+        assert result, f"{where}: {query} returned no sample"
+        print(f"{where}: {query} -> {[item['value'] for item in result]}")
