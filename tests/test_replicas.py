@@ -1,8 +1,9 @@
 """Several Tritons behind one adapter: two replicas of the LLM upstream, one Triton for audio.
 
-Three real `tritonserver` processes on loopback. The adapter reaches the LLM replicas through one
-gRPC channel that gRPC spreads (`round_robin` over an `ipv4:` list, with gRPC health checking), and
-the audio Triton as its default upstream. One LLM replica is killed during a run of 200 requests,
+Two real `tritonserver` processes on loopback: the session's, which is one LLM replica and the
+audio Triton, and one of this module's own, the second LLM replica. The adapter reaches the LLM
+replicas through one gRPC channel that gRPC spreads (`round_robin` over an `ipv4:` list, with gRPC
+health checking), and the audio models on its default upstream. One LLM replica is killed during a run of 200 requests,
 then started again: it must show as down, rejoin, get qwen loaded again and serve.
 """
 
@@ -24,7 +25,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from conftest import ADMIN_KEY, backend_regions, remove_orphaned_engine_memory
-from passerelle_stack.launcher import Stack, StackConfig
+from passerelle_stack.launcher import Stack, StackConfig, free_port
 from speech import SpeechSet
 
 HELLO = [{"role": "user", "content": "Hello"}]
@@ -38,9 +39,6 @@ class Replicas:
     llm: list[Stack]
     audio: Stack
 
-    def address(self, stack: Stack) -> str:
-        return stack.triton_grpc
-
 
 def _successes(stack: Stack) -> int:
     stats = httpx.get(f"{stack.triton_http}/v2/models/qwen/stats", timeout=30).json()
@@ -53,39 +51,39 @@ def _load_qwen(stack: Stack) -> None:
 
 
 @pytest.fixture(scope="module")
-def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
-    stacks = [Stack(StackConfig.on_free_ports(tmp_path_factory.mktemp(name))) for name in ("llm-a", "llm-b", "audio")]
-    *llm, audio = stacks
+def replicas(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
+    """The session's Triton (qwen loaded; the audio models load on demand) is the first LLM replica and
+    the audio Triton; a Triton of this module's own is the second LLM replica, the one killed."""
+    second = Stack(StackConfig.on_free_ports(tmp_path_factory.mktemp("llm-b")))
+    name = "replicas-adapter"
     try:
-        for stack in stacks:
-            stack.prepare()
-            stack.start_triton()
-        with ThreadPoolExecutor(2) as pool:  # both at once: the load is mostly waiting on the engine's start
-            list(pool.map(_load_qwen, llm))
+        second.prepare()
+        second.start_triton()
+        _load_qwen(second)
+        llm = [stack, second]
         upstreams = {
-            "llm": {
-                "grpc": ",".join(stack.triton_grpc for stack in llm),
-                "http": llm[0].triton_http,
-                "models": ["qwen"],
-            },
-            # The audio Triton named twice: an upstream of several replicas, which gets audio over HTTP.
-            "speech": {"grpc": f"{audio.triton_grpc},{audio.triton_grpc}", "http": audio.triton_http, "models": ["pyannote"]},
+            "llm": {"grpc": ",".join(replica.triton_grpc for replica in llm), "http": stack.triton_http, "models": ["qwen"]},
+            # The session's Triton named twice: an upstream of several replicas, which gets audio over HTTP.
+            "speech": {"grpc": f"{stack.triton_grpc},{stack.triton_grpc}", "http": stack.triton_http, "models": ["pyannote"]},
         }
-        url = audio.start_adapter(
+        url = stack.start_adapter(
+            name=name,
+            port=free_port(),
             env={
                 "TRITON_UPSTREAMS": json.dumps(upstreams),
                 "OPENAI_API_KEYS": "",
                 "ADMIN_API_KEY": ADMIN_KEY,
                 "LAZY_LOAD_MODELS": "true",
+                "MODEL_TTL_S": "",
                 "STATUS_INTERVAL_S": "1",
                 "DEFAULT_AUDIO_LANGUAGE": "en",
                 "LOG_LEVEL": "INFO",
-            }
+            },
         )
-        yield Replicas(url, llm, audio)
+        yield Replicas(url, llm, stack)
     finally:
-        for stack in stacks:
-            stack.stop()
+        stack.stop(names=[name])
+        second.stop()
 
 
 def _status(replicas: Replicas) -> dict[str, Any]:
@@ -95,8 +93,10 @@ def _status(replicas: Replicas) -> dict[str, Any]:
     return status
 
 
-def _replica(status: dict[str, Any], address: str) -> dict[str, Any]:
-    found: list[dict[str, Any]] = [replica for replica in status["replicas"] if replica["address"] == address]
+def _replica(status: dict[str, Any], address: str, upstream: str = "llm") -> dict[str, Any]:
+    found: list[dict[str, Any]] = [
+        replica for replica in status["replicas"] if replica["address"] == address and replica["upstream"] == upstream
+    ]
     assert len(found) == 1, status["replicas"]
     return found[0]
 
@@ -161,15 +161,20 @@ class Outcome:
     kind: str
 
 
-def _stream(base: str) -> Outcome:
+def _stream(base: str, max_tokens: int = 8, on_event: Any = None) -> Outcome:
     started = time.monotonic()
-    body = {"model": "qwen", "messages": HELLO, "max_tokens": 24, "ignore_eos": True, "stream": True}
+    body = {"model": "qwen", "messages": HELLO, "max_tokens": max_tokens, "ignore_eos": True, "stream": True}
+    lines: list[str] = []
     try:
         with httpx.Client(base_url=base, timeout=HANG_S) as client, client.stream("POST", "/v1/chat/completions", json=body) as response:
             if response.status_code != 200:
                 response.read()
                 return Outcome(started, time.monotonic(), f"refused {response.status_code}: {response.text[:200]}")
-            lines = [line for line in response.iter_lines() if line.startswith("data: ")]
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    lines.append(line)
+                    if on_event is not None:
+                        on_event(len(lines))
     except httpx.TimeoutException:
         return Outcome(started, time.monotonic(), "hung")
     ended = time.monotonic()
@@ -178,35 +183,47 @@ def _stream(base: str) -> Outcome:
     events = [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
     if "error" in events[-1]:
         return Outcome(started, ended, f"error event {events[-1]['error']['code']}")
-    finished = events[-1]["choices"][0]["finish_reason"] if events[-1]["choices"] else events[-2]["choices"][0]["finish_reason"]
-    return Outcome(started, ended, "served" if finished == "length" else f"finished {finished}")
+    reasons = [choice["finish_reason"] for event in events for choice in event["choices"] if choice.get("finish_reason")]
+    return Outcome(started, ended, "served" if reasons == ["length"] else f"finished {reasons}")
 
 
 def test_a_replica_killed_under_load_then_back(replicas: Replicas) -> None:
-    """200 streams, 8 at a time; one LLM replica is SIGKILLed after 50 have started. Every stream that
-    starts after the kill is served; the streams on the dead replica end with an error event. The
+    """Four long streams are running on the two LLM replicas; then 200 short streams, 8 at a time, and
+    one replica is SIGKILLed after 20 of them have started. Every stream that starts after the kill is
+    served; the long streams on the dead replica end with an error event, the others are served. The
     replica then shows down; started again, it gets qwen back from the adapter and serves."""
     victim, survivor = replicas.llm[1], replicas.llm[0]
-    outcomes: list[Outcome] = []
     killed_at: list[float] = []
     regions = backend_regions(victim)
-    started = threading.Semaphore(0)
+    short_started = threading.Semaphore(0)
+    long_running = [threading.Event() for _ in range(4)]
 
-    def one() -> Outcome:
-        started.release()
+    def long(flag: threading.Event) -> Outcome:
+        def seen(count: int) -> None:
+            if count >= 3:
+                flag.set()
+
+        return _stream(replicas.adapter, max_tokens=4000, on_event=seen)
+
+    def short(_: int) -> Outcome:
+        short_started.release()
         return _stream(replicas.adapter)
 
     def kill_after(count: int) -> None:
         for _ in range(count):
-            started.acquire()
+            short_started.acquire()
         killed_at.append(time.monotonic())
         os.killpg(victim.processes["tritonserver"].pid, signal.SIGKILL)
 
-    with ThreadPoolExecutor(8) as pool:
-        killer = threading.Thread(target=kill_after, args=(50,))
+    with ThreadPoolExecutor(4) as long_pool, ThreadPoolExecutor(8) as pool:
+        longs = [long_pool.submit(long, flag) for flag in long_running]
+        for flag in long_running:
+            assert flag.wait(HANG_S), "a long stream never started"
+        killer = threading.Thread(target=kill_after, args=(20,))
         killer.start()
-        outcomes = list(pool.map(lambda _: one(), range(200)))
+        outcomes = list(pool.map(short, range(200)))
         killer.join()
+        long_outcomes = [future.result(timeout=600) for future in longs]
     victim.processes["tritonserver"].wait(timeout=HANG_S)
     victim.processes.pop("tritonserver")
     for region in regions:
@@ -217,14 +234,18 @@ def test_a_replica_killed_under_load_then_back(replicas: Replicas) -> None:
     kinds: dict[str, int] = {}
     for outcome in outcomes:
         kinds[outcome.kind] = kinds.get(outcome.kind, 0) + 1
-    print(f"outcomes of 200 streams with a replica killed: {kinds}")
+    print(f"outcomes of 200 short streams with a replica killed: {kinds}")
+    print("long streams:", [(outcome.kind, round(outcome.ended - kill, 2)) for outcome in long_outcomes], "(ended, s after the kill)")
     after = [outcome for outcome in outcomes if outcome.started > kill + 0.5]
     assert len(after) > 50
     assert all(outcome.kind == "served" for outcome in after), [o.kind for o in after if o.kind != "served"][:5]
     during = [outcome for outcome in outcomes if outcome.started <= kill + 0.5]
     bad = [outcome.kind for outcome in during if outcome.kind not in ("served", "error event triton_unavailable")]
     assert not bad, bad[:5]
-    assert max(outcome.ended - outcome.started for outcome in outcomes) < HANG_S
+    cut = [outcome for outcome in long_outcomes if outcome.kind == "error event triton_unavailable"]
+    assert cut, f"no long stream was on the killed replica: {[outcome.kind for outcome in long_outcomes]}"
+    assert all(outcome.kind in ("served", "error event triton_unavailable") for outcome in long_outcomes), long_outcomes
+    assert all(outcome.ended - kill < HANG_S for outcome in cut)
 
     _wait_for(lambda: not _replica(_status(replicas), victim.triton_grpc)["live"], 30, "the killed replica shows down")
     assert _replica(_status(replicas), survivor.triton_grpc)["models"] == {"qwen": "READY"}
