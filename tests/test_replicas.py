@@ -272,6 +272,8 @@ def test_unload_from_one_named_replica(replicas: Replicas) -> None:
     with httpx.Client(base_url=replicas.adapter, headers=ADMIN, timeout=HANG_S) as client:
         unknown = client.post("/api/admin/models/qwen/unload", params={"replica": "127.0.0.1:1"})
         assert unknown.status_code == 400 and unknown.json()["error"]["code"] == "unknown_replica", unknown.text
+        unknown = client.post("/api/admin/models/qwen/load", json={"replica": "127.0.0.1:1"})
+        assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "replica", unknown.text
         response = client.post("/api/admin/models/qwen/unload", params={"replica": target.triton_grpc})
         assert response.status_code == 200, response.text
         _wait_for(lambda: _replica(_status(replicas), target.triton_grpc)["models"].get("qwen") != "READY", 30, "qwen unloaded there")
