@@ -85,13 +85,14 @@ function TritonSection({ status }: { status: Status }) {
 function ReplicaTable({ replicas }: { replicas: Status["replicas"] }) {
   if (replicas.length === 0) return null;
   return (
-    <table className="replicas" aria-label="Triton replicas">
+    <div className="table-scroll">
+      <table className="replicas" aria-label="Triton replicas">
       <thead>
         <tr>
-          <th>Upstream</th>
-          <th>Replica</th>
-          <th>State</th>
-          <th>Models ready</th>
+          <th scope="col">Upstream</th>
+          <th scope="col">Replica</th>
+          <th scope="col">State</th>
+          <th scope="col">Models ready</th>
         </tr>
       </thead>
       <tbody>
@@ -113,7 +114,8 @@ function ReplicaTable({ replicas }: { replicas: Status["replicas"] }) {
           );
         })}
       </tbody>
-    </table>
+      </table>
+    </div>
   );
 }
 
