@@ -87,33 +87,33 @@ function ReplicaTable({ replicas }: { replicas: Status["replicas"] }) {
   return (
     <div className="table-scroll">
       <table className="replicas" aria-label="Triton replicas">
-      <thead>
-        <tr>
-          <th scope="col">Upstream</th>
-          <th scope="col">Replica</th>
-          <th scope="col">State</th>
-          <th scope="col">Models ready</th>
-        </tr>
-      </thead>
-      <tbody>
-        {replicas.map((replica) => {
-          const ready = Object.entries(replica.models)
-            .filter(([, state]) => state === "READY")
-            .map(([name]) => name);
-          return (
-            <tr key={`${replica.upstream} ${replica.address}`} data-replica={replica.address}>
-              <td>{replica.upstream}</td>
-              <td>
-                <code>{replica.address}</code>
-              </td>
-              <td>
-                <Flag on={replica.live && replica.ready} yes="Ready" no={replica.live ? "Not ready" : "Down"} />
-              </td>
-              <td>{ready.length ? ready.join(", ") : <span className="muted">none</span>}</td>
-            </tr>
-          );
-        })}
-      </tbody>
+        <thead>
+          <tr>
+            <th scope="col">Upstream</th>
+            <th scope="col">Replica</th>
+            <th scope="col">State</th>
+            <th scope="col">Models ready</th>
+          </tr>
+        </thead>
+        <tbody>
+          {replicas.map((replica) => {
+            const ready = Object.entries(replica.models)
+              .filter(([, state]) => state === "READY")
+              .map(([name]) => name);
+            return (
+              <tr key={`${replica.upstream} ${replica.address}`} data-replica={replica.address}>
+                <td>{replica.upstream}</td>
+                <td>
+                  <code>{replica.address}</code>
+                </td>
+                <td>
+                  <Flag on={replica.live && replica.ready} yes="Ready" no={replica.live ? "Not ready" : "Down"} />
+                </td>
+                <td>{ready.length ? ready.join(", ") : <span className="muted">none</span>}</td>
+              </tr>
+            );
+          })}
+        </tbody>
       </table>
     </div>
   );
