@@ -216,11 +216,11 @@ class Tritons:
         return False
 
     async def load_model(self, model: str, config: str | None = None, replica: str | None = None) -> None:
-        """Load on every replica (or the one named) that does not have it ready; with a config
-        override, on each of them. Dead replicas are skipped while one at least succeeds."""
+        """Load on every replica, or on the one named. As Triton's own load does, this reloads a model
+        already loaded (which is how a model whose process died comes back). Dead replicas are
+        skipped while one at least succeeds."""
         replicas = await self._replicas(model, replica)
-        targets = [client for client in replicas.values() if config is not None or replica is not None or not await _ready(client, model)]
-        await _on_each(targets, lambda client: client.load_model(model, config))
+        await _on_each(list(replicas.values()), lambda client: client.load_model(model, config))
 
     async def unload_model(self, model: str, replica: str | None = None) -> None:
         replicas = await self._replicas(model, replica)
@@ -305,13 +305,6 @@ class Tritons:
                     log.error("replica %s of %s: loading %s failed: %s", address, upstream, model, failure.message)
         finally:
             self._rejoining.pop(key, None)
-
-
-async def _ready(client: TritonClient, model: str) -> bool:
-    try:
-        return await client.model_ready(model)
-    except TritonFailure:
-        return False
 
 
 async def _on_each(clients: list[TritonClient], act: Callable[[TritonClient], Any]) -> None:
