@@ -1,9 +1,9 @@
 """Several Tritons behind one adapter: two replicas of the LLM upstream, one Triton for audio.
 
-Two real `tritonserver` processes on loopback: the session's, which is one LLM replica and the
-audio Triton, and one of this module's own, the second LLM replica. The adapter reaches the LLM
-replicas through one gRPC channel that gRPC spreads (`round_robin` over an `ipv4:` list, with gRPC
-health checking), and the audio models on its default upstream. One LLM replica is killed during a run of 200 requests,
+Three real `tritonserver` processes of this module's own on loopback: two LLM replicas and an
+audio Triton. The adapter reaches the LLM replicas through one gRPC
+channel that gRPC spreads (`round_robin` over an `ipv4:` list, with gRPC health checking), and the
+audio models on its default upstream. One LLM replica is killed during a run of 200 requests,
 then started again: it must show as down, rejoin, get qwen loaded again and serve.
 """
 
@@ -51,19 +51,23 @@ def _load_qwen(stack: Stack) -> None:
 
 
 @pytest.fixture(scope="module")
-def replicas(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
-    """The session's Triton (qwen loaded; the audio models load on demand) is the first LLM replica and
-    the audio Triton; a Triton of this module's own is the second LLM replica, the one killed."""
-    second = Stack(StackConfig.on_free_ports(tmp_path_factory.mktemp("llm-b")))
+def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
+    """Three Tritons of this module's own: two LLM replicas (one is killed) and an audio Triton (its
+    models load on demand). Not the session's: with it as the audio Triton, it crashed (SIGSEGV, a
+    boost lock_exception) twice when the LLM replica was killed, taking every later module down."""
+    llm = [Stack(StackConfig.on_free_ports(tmp_path_factory.mktemp(name))) for name in ("llm-a", "llm-b")]
+    stack = Stack(StackConfig.on_free_ports(tmp_path_factory.mktemp("audio")))
     name = "replicas-adapter"
     try:
-        second.prepare()
-        second.start_triton()
-        _load_qwen(second)
-        llm = [stack, second]
+        stack.prepare()
+        stack.start_triton()
+        for replica in llm:  # one after the other: two vLLM engines starting at once on 2 cores took longer than both in turn
+            replica.prepare()
+            replica.start_triton()
+            _load_qwen(replica)
         upstreams = {
-            "llm": {"grpc": ",".join(replica.triton_grpc for replica in llm), "http": stack.triton_http, "models": ["qwen"]},
-            # The session's Triton named twice: an upstream of several replicas, which gets audio over HTTP.
+            "llm": {"grpc": ",".join(replica.triton_grpc for replica in llm), "http": llm[0].triton_http, "models": ["qwen"]},
+            # The audio Triton named twice: an upstream of several replicas, which gets audio over HTTP.
             "speech": {"grpc": f"{stack.triton_grpc},{stack.triton_grpc}", "http": stack.triton_http, "models": ["pyannote"]},
         }
         url = stack.start_adapter(
@@ -82,8 +86,8 @@ def replicas(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         )
         yield Replicas(url, llm, stack)
     finally:
-        stack.stop(names=[name])
-        second.stop()
+        for replica in [*llm, stack]:
+            replica.stop()
 
 
 def _status(replicas: Replicas) -> dict[str, Any]:
