@@ -3,8 +3,8 @@ protocol for audio held in memory (its binary extension streams a large tensor w
 
 Generation goes over gRPC `ModelStreamInfer`, because cancelling that stream reaches the
 model at once (Triton's HTTP front end notices a disconnect only when it next writes). It
-speaks the vLLM backend's tensor contract through `passerelle.triton.vllm` (`Generation` in,
-`Delta`s out) and knows nothing of OpenAI. The adapter always asks for a stream (`stream=True`, `exclude_input_in_output=True`),
+carries the vLLM backend's tensor contract (`passerelle.triton.vllm`, used by
+`passerelle.triton.upstreams.Tritons.generate`) and knows nothing of OpenAI. The adapter always asks for a stream (`stream=True`, `exclude_input_in_output=True`),
 so that every request, streamed to the client or not, can be cancelled the moment its client
 goes away. Every failure leaves this module as a `TritonFailure` (`passerelle.core.errors`).
 """
@@ -26,7 +26,6 @@ from tritonclient.grpc import InferInput, InferRequestedOutput, InferResult
 from tritonclient.utils import InferenceServerException, deserialize_bytes_tensor, triton_to_np_dtype
 
 from passerelle.core.errors import FailureKind, TritonFailure
-from passerelle.triton.vllm import Delta, Generation, build_inputs, parse_response
 
 R = TypeVar("R")
 Parse = Callable[[InferResult], R]
@@ -275,8 +274,3 @@ class TritonClient:
                     # The fault tests match this line with the model's own log of each cancellation it received.
                     log.info("cancelled Triton request %s to %s: its caller stopped reading", request_id, model)
             done.set()
-
-    def generate(self, model: str, generation: Generation, request_id: str) -> AsyncGenerator[Delta]:
-        """One request to a vLLM-backend model: a delta per response until every choice has finished."""
-        inputs, outputs = build_inputs(generation)
-        return self.stream(model, inputs, outputs, request_id, parse_response, lambda delta: delta.finished)

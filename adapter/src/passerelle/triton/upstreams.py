@@ -189,6 +189,7 @@ class Tritons:
                 log.warning("request %s to %s: %s; trying another replica", request_id, model, failure.message)
 
     def generate(self, model: str, generation: Generation, request_id: str) -> AsyncGenerator[Delta]:
+        """One request to a vLLM-backend model: a delta per response until every choice has finished."""
         inputs, outputs = build_inputs(generation)
         return self.stream(model, inputs, outputs, request_id, parse_response, lambda delta: delta.finished)
 
