@@ -4,8 +4,8 @@ protocol for audio held in memory (its binary extension streams a large tensor w
 Generation goes over gRPC `ModelStreamInfer`, because cancelling that stream reaches the
 model at once (Triton's HTTP front end notices a disconnect only when it next writes). It
 carries the vLLM backend's tensor contract (`passerelle.triton.vllm`, used by
-`passerelle.triton.upstreams.Tritons.generate`) and knows nothing of OpenAI. The adapter always asks for a stream (`stream=True`, `exclude_input_in_output=True`),
-so that every request, streamed to the client or not, can be cancelled the moment its client
+`passerelle.triton.upstreams.Tritons.generate`) and knows nothing of OpenAI. The adapter always
+asks for a stream (`stream=True`, `exclude_input_in_output=True`), so that every request, streamed to the client or not, can be cancelled the moment its client
 goes away. Every failure leaves this module as a `TritonFailure` (`passerelle.core.errors`).
 """
 
