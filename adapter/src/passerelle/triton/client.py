@@ -5,7 +5,8 @@ Generation goes over gRPC `ModelStreamInfer`, because cancelling that stream rea
 model at once (Triton's HTTP front end notices a disconnect only when it next writes). It
 carries the vLLM backend's tensor contract (`passerelle.triton.vllm`, used by
 `passerelle.triton.upstreams.Tritons.generate`) and knows nothing of OpenAI. The adapter always
-asks for a stream (`stream=True`, `exclude_input_in_output=True`), so that every request, streamed to the client or not, can be cancelled the moment its client
+asks for a stream (`stream=True`, `exclude_input_in_output=True`), so that every request,
+streamed to the client or not, can be cancelled the moment its client
 goes away. Every failure leaves this module as a `TritonFailure` (`passerelle.core.errors`).
 """
 
