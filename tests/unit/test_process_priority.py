@@ -13,7 +13,17 @@ from passerelle_stack.launcher import lower_priority
 AUTOGROUP = Path("/proc/self/autogroup")
 
 
-@pytest.mark.skipif(not AUTOGROUP.exists(), reason="this kernel has no autogroup scheduling")
+def _autogroups_in_effect() -> bool:
+    """The kernel shows a process's autogroup only while it schedules by autogroups: not when the
+    feature is off, and not in a CPU cgroup of its own (a container), where the file reads empty."""
+    try:
+        enabled = Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+        return enabled and bool(AUTOGROUP.read_text().split())
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _autogroups_in_effect(), reason="this process is not scheduled by autogroup (off, or in a container's cgroup)")
 def test_a_niced_session_is_niced_as_a_group() -> None:
     report = "import os, sys; sys.stdout.write(f'{os.getpriority(os.PRIO_PROCESS, 0)}|' + open('/proc/self/autogroup').read())"
     child = subprocess.Popen(
