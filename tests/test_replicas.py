@@ -269,9 +269,9 @@ def test_a_replica_killed_under_load_then_back(replicas: Replicas) -> None:
     assert _successes(victim) - before >= 2, "the replica that came back serves no request"
 
 
-def test_unload_from_one_named_replica(replicas: Replicas) -> None:
+def test_unload_and_load_on_one_named_replica(replicas: Replicas) -> None:
     """The admin API acts on one replica when named: the other keeps the model, and requests that
-    meet the replica without it go to the other."""
+    meet the replica without it go to the other. Loaded there again, the replica serves again."""
     target, other = replicas.llm[1], replicas.llm[0]
     with httpx.Client(base_url=replicas.adapter, headers=ADMIN, timeout=HANG_S) as client:
         unknown = client.post("/api/admin/models/qwen/unload", params={"replica": "127.0.0.1:1"})
@@ -285,3 +285,14 @@ def test_unload_from_one_named_replica(replicas: Replicas) -> None:
         for _ in range(6):
             chat = client.post("/v1/chat/completions", json={"model": "qwen", "messages": HELLO, "max_tokens": 2})
             assert chat.status_code == 200, chat.text
+
+        started = time.monotonic()
+        response = client.post("/api/admin/models/qwen/load", json={"replica": target.triton_grpc}, timeout=600)
+        assert response.status_code == 200, response.text
+        print(f"qwen loaded on the named replica in {time.monotonic() - started:.1f} s")
+        _wait_for(lambda: _replica(_status(replicas), target.triton_grpc)["models"].get("qwen") == "READY", 30, "qwen ready there")
+        before = _successes(target)
+        for _ in range(6):
+            chat = client.post("/v1/chat/completions", json={"model": "qwen", "messages": HELLO, "max_tokens": 2})
+            assert chat.status_code == 200, chat.text
+        assert _successes(target) - before >= 2, "the replica loaded by name serves no request"
