@@ -35,7 +35,7 @@ from passerelle_stack.launcher import Stack, StackConfig
 from passerelle_stack.paths import home, model_cache_dir
 from passerelle_stack.steps import SetupFailed
 
-# Cold (nothing cached), the 21 builds take about 10 minutes on 2 cores; warm, a second.
+# Cold (nothing cached), the builds took 28 minutes on 2 cores in one CI run (1,666 s); warm, a second.
 pytestmark = pytest.mark.timeout(3600)
 REPORT = "build-report.json"
 ARTIFACTS = profile_artifacts("cpu", {"MODEL_CACHE_DIR": str(model_cache_dir())})
