@@ -25,7 +25,7 @@ import httpx
 import pytest
 import tritonclient.grpc as grpcclient
 
-from conftest import ADMIN_KEY, backend_regions, remove_orphaned_engine_memory
+from conftest import ADMIN_KEY, backend_regions, metric_value, remove_orphaned_engine_memory, triton_metrics
 from passerelle_stack.launcher import Stack, StackConfig, free_port
 from speech import SpeechSet
 
@@ -53,8 +53,7 @@ def _load(stack: Stack, model: str) -> None:
 
 def _generated(stack: Stack) -> float:
     """vLLM's count of generated tokens on this replica, from its Triton's metrics endpoint."""
-    text = httpx.get(f"http://{stack.config.host}:{stack.config.metrics_port}/metrics", timeout=30).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("vllm:generation_tokens_total"))
+    return metric_value(triton_metrics(stack), "vllm:generation_tokens_total")
 
 
 def _qwen_loads(stack: Stack) -> int:
